@@ -1,0 +1,555 @@
+"""Benchmarks side by side with dlib, in one run: accuracy and speed -> BENCHMARKS.md.
+
+    python bench.py                  # the labelled test images (770) and every speed measurement
+    python bench.py --limit 50       # a quick check on the first 50 test images
+    python bench.py --train          # also the wall time of a full default `python train.py` run
+
+Needs the optional packages in requirements-bench.txt (`make bench` installs them and runs this).
+
+What runs, ours against dlib's 68-point pipeline (HOG frontal-face detector, upsample 1, then the
+shape predictor from the `face_recognition_models` package, on the RGB image as dlib documents it):
+  accuracy      evaluate.py's pipeline protocol for ours (the same numbers as `python evaluate.py`),
+                the same protocol for dlib: the detection matching the labelled face
+                (evaluate.matching_box) goes to the landmark model, a miss counts as a failure.
+  latency       landmarks for one face, batch 1, --threads threads (dlib is single-threaded):
+                our CNN forward on a 112x112 crop with and without flip averaging, the whole
+                crop + CNN + back-to-pixels step, and dlib's shape predictor call on a face rect.
+  detection     time per 640x480 frame: the Haar cascade (detect.FaceDetector) and dlib's HOG.
+  end to end    frames per second on JPEG-encoded 640x480 clips with one face (a slow pan and
+                zoom over a test image): decode, detect, crop, landmarks, no drawing. Ours per
+                frame (KeypointDetector.detect) and as detect.py runs a video (FaceTracker: Haar
+                every few frames, tracking in between); dlib per frame.
+  training      train.py's throughput in images per second (default model, batch and
+                augmentation, real data, PyTorch's default threads), and with --train the wall
+                time of a full default run written to a temporary folder.
+"""
+
+import argparse
+import importlib.util
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import evaluate
+import train
+from data_load import DataError, data_path, load_image, read_keypoints_csv, transform_points
+from detect import DEFAULT_MODEL, FaceTracker, KeypointDetector, predict_normalized, to_gray
+from models import ModelFileError, build_model
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+INSTALL_HINT = "pip install -r requirements-bench.txt (or run `make bench`)"
+DLIB_UPSAMPLE = 1            # dlib's documented setting: finds faces down to about 40 px
+FRAME_SIZE = (640, 480)      # width, height of the speed benchmark's frames
+CLIP_FRAMES = 30             # frames per synthetic clip (one second of video)
+JPEG_QUALITY = 90
+OURS = "ours (Haar + CNN)"
+DLIB = "dlib (HOG + shape predictor)"
+
+
+# ---------------------------------------------------------------------------------------------
+# dlib's pipeline.
+
+def dlib_model_path():
+    """dlib's 68-point model as shipped by face_recognition_models. Found without importing the
+    package: its __init__ needs pkg_resources, which recent setuptools no longer provides."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"face_recognition_models is not installed: {INSTALL_HINT}")
+    path = os.path.join(spec.submodule_search_locations[0], "models", "shape_predictor_68_face_landmarks.dat")
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: missing from the face_recognition_models package")
+    return path
+
+
+def rect_to_box(rect):
+    """A dlib rectangle -> (x, y, w, h) floats, the layout of our detector's boxes."""
+    return np.array([rect.left(), rect.top(), rect.width(), rect.height()], dtype=np.float64)
+
+
+def shape_to_points(shape):
+    """A dlib full_object_detection -> (68, 2) float array of x, y."""
+    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+
+
+class DlibPipeline:
+    """dlib's HOG face detector, then its shape predictor on each face; `hog` and `predictor`
+    can be stand-ins with the same call signatures (tests)."""
+
+    def __init__(self, hog=None, predictor=None, upsample=DLIB_UPSAMPLE):
+        if hog is None or predictor is None:
+            try:
+                import dlib
+            except ImportError:
+                raise DataError(f"dlib is not installed: {INSTALL_HINT}") from None
+            hog = hog or dlib.get_frontal_face_detector()
+            predictor = predictor or dlib.shape_predictor(dlib_model_path())
+        self.hog, self.predictor, self.upsample = hog, predictor, upsample
+
+    def find_faces(self, image):
+        """dlib rectangles and the same faces as an (N, 4) array of x, y, w, h."""
+        rects = list(self.hog(image, self.upsample))
+        return rects, np.array([rect_to_box(r) for r in rects]).reshape(-1, 4)
+
+    def keypoints(self, image, rect):
+        return shape_to_points(self.predictor(image, rect))
+
+    def detect(self, image):
+        """Every face: a list of ((4,) box, (68, 2) keypoints), like KeypointDetector.detect."""
+        rects, boxes = self.find_faces(image)
+        return [(box, self.keypoints(image, rect)) for rect, box in zip(rects, boxes, strict=True)]
+
+
+def matching_rect(rects, boxes, gt_keypoints):
+    """The dlib rectangle of the labelled face (evaluate.matching_box's choice), or None."""
+    box = evaluate.matching_box(boxes, gt_keypoints)
+    if box is None:
+        return None
+    return rects[int(np.flatnonzero((boxes == box).all(axis=1))[0])]
+
+
+def dlib_predict_dataset(pipeline, csv_file, images_dir, progress=True):
+    """evaluate.predict_dataset's pipeline protocol with dlib: (N, 68, 2) predictions with NaN
+    rows for misses, and the labels."""
+    frame = read_keypoints_csv(csv_file)
+    gt = frame.iloc[:, 1:].to_numpy(dtype=np.float64).reshape(len(frame), -1, 2)
+    pred = np.full_like(gt, np.nan)
+    for i, name in enumerate(tqdm(frame.iloc[:, 0], desc="evaluate (dlib)", disable=not progress)):
+        image = load_image(os.path.join(images_dir, name))
+        rect = matching_rect(*pipeline.find_faces(image), gt[i])
+        if rect is not None:
+            pred[i] = pipeline.keypoints(image, rect)
+    return pred, gt
+
+
+# ---------------------------------------------------------------------------------------------
+# Test frames and timing.
+
+def subset_csv(csv_file, limit, folder):
+    """The first `limit` rows of a keypoints CSV as a new CSV in `folder` (the file itself if 0)."""
+    if not limit:
+        return csv_file
+    path = os.path.join(folder, f"first_{limit}.csv")
+    read_keypoints_csv(csv_file).iloc[:limit].to_csv(path, index=False)
+    return path
+
+
+def make_clip(image, keypoints, n_frames=CLIP_FRAMES, size=FRAME_SIZE):
+    """A slow pan and zoom over `image` as `n_frames` frames of `size` (w, h), RGB uint8, and
+    the labelled keypoints in each frame; None if the face leaves the frame."""
+    (w, h), (width, height) = image.shape[1::-1], size
+    cover = max(width / w, height / h)  # the smallest zoom at which the image fills the frame
+    frames, points = [], []
+    for t in np.linspace(0, 1, n_frames):
+        zoom = cover * (1.08 + 0.12 * t)
+        slack_x, slack_y = (w - width / zoom) / 2, (h - height / zoom) / 2  # room to pan, image px
+        cx = w / 2 + 0.8 * slack_x * np.sin(2 * np.pi * t)
+        cy = h / 2 + 0.8 * slack_y * np.sin(np.pi * t)
+        matrix = np.array([[zoom, 0, width / 2 - zoom * cx], [0, zoom, height / 2 - zoom * cy]])
+        frames.append(cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REPLICATE))
+        points.append(transform_points(keypoints, matrix))
+    points = np.array(points)
+    if points.min() < 0 or (points[..., 0] >= width).any() or (points[..., 1] >= height).any():
+        return None
+    return frames, points
+
+
+def encode_jpeg(rgb):
+    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY,
+                                                                         JPEG_QUALITY])
+    assert ok, "OpenCV could not encode a JPEG"
+    return buffer
+
+
+def decode_jpeg(buffer):
+    """A JPEG frame as RGB uint8, the way a camera or video frame reaches either pipeline."""
+    return cv2.cvtColor(cv2.imdecode(buffer, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def benchmark_clips(csv_file, images_dir, n_clips):
+    """JPEG clips built from the first labelled test images whose face stays in frame:
+    a list of (list of JPEG buffers, (n_frames, 68, 2) keypoints)."""
+    frame = read_keypoints_csv(csv_file)
+    gt = frame.iloc[:, 1:].to_numpy(dtype=np.float64).reshape(len(frame), -1, 2)
+    clips = []
+    for name, keypoints in zip(frame.iloc[:, 0], gt, strict=True):
+        clip = make_clip(load_image(os.path.join(images_dir, name)), keypoints)
+        if clip is not None:
+            clips.append(([encode_jpeg(f) for f in clip[0]], clip[1]))
+        if len(clips) == n_clips:
+            break
+    if not clips:
+        raise DataError(f"{csv_file}: no test image fits a {FRAME_SIZE[0]}x{FRAME_SIZE[1]} clip")
+    return clips
+
+
+def interleaved_medians(calls, repeats, warmup=5, block=10):
+    """Median seconds per call of each function in the dict `calls`, after `warmup` untimed calls.
+
+    The functions take turns, `block` calls at a time, so that a busy machine slows them all alike
+    and their ratios hold, while each block still runs with warm caches.
+    """
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times = {name: [] for name in calls}
+    while len(times[next(iter(calls))]) < repeats:
+        for name, call in calls.items():
+            for _ in range(min(block, repeats - len(times[name]))):
+                start = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def frames_per_second(clips, pipelines):
+    """For each pipeline (a function: list of JPEG buffers -> faces found per frame), frames per
+    second over all clips and the share of frames with at least one face. The pipelines take turns
+    clip by clip, so that a busy machine slows them all alike."""
+    for process_clip in pipelines.values():
+        process_clip(clips[0][0][:2])  # warm-up: first-call allocations, lazy initialisation
+    seconds, found = dict.fromkeys(pipelines, 0.0), {name: [] for name in pipelines}
+    for buffers, _ in clips:
+        for name, process_clip in pipelines.items():
+            start = time.perf_counter()
+            found[name] += process_clip(buffers)
+            seconds[name] += time.perf_counter() - start
+    return {name: (len(found[name]) / seconds[name], float(np.mean(np.asarray(found[name]) > 0)))
+            for name in pipelines}
+
+
+# ---------------------------------------------------------------------------------------------
+# The measurements.
+
+def accuracy(model_path, dlib_pipeline, csv_file, images_dir):
+    """Metrics (evaluate.summarize) for ours and dlib's on the same labelled images."""
+    ours = evaluate.evaluate(model_path, "pipeline", csv_file, images_dir)
+    pred, gt = dlib_predict_dataset(dlib_pipeline, csv_file, images_dir)
+    return ours, evaluate.summarize(pred, gt)
+
+
+def first_face_found_by_both(detector, dlib_pipeline, clips):
+    """(RGB frame, our box, dlib rect) of the first clip frame where both detect the labelled face."""
+    for buffers, keypoints in clips:
+        for buffer, gt in zip(buffers, keypoints, strict=True):
+            rgb = decode_jpeg(buffer)
+            box = evaluate.matching_box(detector.face_detector(to_gray(rgb)), gt)
+            rect = matching_rect(*dlib_pipeline.find_faces(rgb), gt)
+            if box is not None and rect is not None:
+                return rgb, box, rect
+    raise DataError("no benchmark frame where both detectors find the labelled face")
+
+
+def landmark_latency(detector, dlib_pipeline, clips, repeats):
+    """Seconds per face for the landmark step alone, batch 1."""
+    rgb, box, rect = first_face_found_by_both(detector, dlib_pipeline, clips)
+    gray = to_gray(rgb)
+    crop, _ = detector.crops(gray, [box])
+    return interleaved_medians({
+        "cnn": lambda: predict_normalized(detector.model, crop, False),
+        "cnn_flip": lambda: predict_normalized(detector.model, crop, True),
+        "face": lambda: detector.keypoints_for_boxes(gray, [box]),
+        "dlib": lambda: dlib_pipeline.keypoints(rgb, rect),
+    }, repeats)
+
+
+def detection_time(detector, dlib_pipeline, clips, repeats=3):
+    """Seconds per 640x480 frame for each face detector: the median over the clips' first frames
+    of each frame's median."""
+    per_frame = []
+    for buffers, _ in clips:
+        rgb = decode_jpeg(buffers[0])
+        gray = to_gray(rgb)
+        per_frame.append(interleaved_medians({
+            "haar": lambda: detector.face_detector(gray),  # noqa: B023 (called before the next frame)
+            "dlib": lambda: dlib_pipeline.hog(rgb, dlib_pipeline.upsample),  # noqa: B023
+            "dlib_gray": lambda: dlib_pipeline.hog(gray, dlib_pipeline.upsample),  # noqa: B023
+        }, repeats, warmup=1, block=1))
+    return {name: float(np.median([t[name] for t in per_frame])) for name in per_frame[0]}
+
+
+def end_to_end(detector, dlib_pipeline, clips):
+    """Frames per second and share of frames with a face, decode to keypoints, for each pipeline."""
+    def ours_per_frame(buffers):
+        return [len(detector.detect(decode_jpeg(b))) for b in buffers]
+
+    def ours_video(buffers):  # a new video per clip, as detect.py handles each video
+        tracker = FaceTracker(detector, fps=30)
+        return [len(tracker(decode_jpeg(b))) for b in buffers]
+
+    def dlib_per_frame(buffers):
+        return [len(dlib_pipeline.detect(decode_jpeg(b))) for b in buffers]
+
+    pipelines = {"ours": ours_per_frame, "ours_video": ours_video, "dlib": dlib_per_frame}
+    return frames_per_second(clips, pipelines)
+
+
+def training_throughput(steps, limit, threads):
+    """Images per second of train.py's optimisation loop: its datasets, model, optimiser and loss,
+    data loading and augmentation included."""
+    args = train.parse_args(["--no-progress"] + (["--limit", str(limit)] if limit else []))
+    train_set, _ = train.build_datasets(args)
+    batch_size = min(args.batch_size, len(train_set))
+    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True)
+    model = build_model(args.arch, args.input_size).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+
+    def run(n):
+        done = 0
+        while done < n:
+            for images, targets in loader:
+                loss = train.wing_loss(model(images).view(-1, 68, 2), targets, scale=args.input_size / 2)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                done += 1
+                if done == n:
+                    return
+
+    try:
+        run(2)  # warm-up
+        start = time.perf_counter()
+        run(steps)
+        seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(previous_threads)
+    return steps * batch_size / seconds, batch_size
+
+
+def full_training_seconds():
+    """Wall time of a default `python train.py`, its model written to a temporary folder."""
+    with tempfile.TemporaryDirectory() as folder:
+        command = [sys.executable, os.path.join(HERE, "train.py"), "--no-progress",
+                   "--out", os.path.join(folder, "model.pt")]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, cwd=HERE)
+        return time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting.
+
+def markdown_table(header, rows):
+    """A GitHub markdown table; the first column left-aligned, the others right-aligned."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells):
+        return "| " + " | ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if i else (":" + "-" * (w + 1))
+                          for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(header), rule] + [line(r) for r in rows])
+
+
+def speed_ratio(ours, theirs, higher_is_faster=False):
+    """How much faster ours is than dlib's, from times (default) or rates: '2.50x faster'."""
+    ratio = ours / theirs if higher_is_faster else theirs / ours
+    return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+
+
+def accuracy_rows(ours, theirs):
+    rows = [["NME (%), points 36-45 normalised", f"{ours['nme']:.2f}", f"{theirs['nme']:.2f}"],
+            ["failure rate @ 8 % (%)", f"{ours['failure_8']:.2f}", f"{theirs['failure_8']:.2f}"],
+            ["failure rate @ 10 % (%)", f"{ours['failure_10']:.2f}", f"{theirs['failure_10']:.2f}"],
+            ["AUC @ 0.08", f"{ours['auc_8']:.3f}", f"{theirs['auc_8']:.3f}"],
+            ["faces found", f"{ours['found']}/{ours['faces']}", f"{theirs['found']}/{theirs['faces']}"]]
+    rows += [[f"NME {region} (%)", f"{ours['regions'][region]:.2f}", f"{theirs['regions'][region]:.2f}"]
+             for region in ours["regions"]]
+    return rows
+
+
+def speed_rows(latency, detection, fps, training):
+    ms = "{:.2f} ms".format
+    rows = [[label, ms(1e3 * latency[key]), ms(1e3 * latency["dlib"]),
+             speed_ratio(latency[key], latency["dlib"])]
+            for key, label in (("cnn", "landmarks per face: CNN forward"),
+                               ("cnn_flip", "landmarks per face: CNN forward + flip average"),
+                               ("face", "landmarks per face: crop + CNN + flip + to pixels"))]
+    rows += [[label, ms(1e3 * detection["haar"]), ms(1e3 * detection[key]),
+              speed_ratio(detection["haar"], detection[key])]
+             for key, label in (("dlib", "face detection per frame (dlib on RGB)"),
+                                ("dlib_gray", "face detection per frame (dlib on gray)"))]
+    rows += [[label, f"{fps[key][0]:.1f} fps ({100 * fps[key][1]:.0f} %)",
+              f"{fps['dlib'][0]:.1f} fps ({100 * fps['dlib'][1]:.0f} %)",
+              speed_ratio(fps[key][0], fps["dlib"][0], higher_is_faster=True)]
+             for key, label in (("ours", "end to end, every frame detected (frames with a face)"),
+                                ("ours_video", "end to end, video tracking (frames with a face)"))]
+    images_per_second, batch_size, threads = training["throughput"]
+    rows.append([f"training: images per second (batch {batch_size}, {threads} thread{'s' * (threads != 1)})",
+                 f"{images_per_second:.0f}", "-", "-"])
+    if training.get("full_seconds") is not None:
+        rows.append(["training: full default `python train.py` run",
+                     f"{training['full_seconds'] / 60:.1f} min", "-", "-"])
+    return rows
+
+
+def machine_description():
+    """CPU model, cores, memory, OS and load from /proc (Linux), with portable fallbacks."""
+    cpu = platform.processor() or platform.machine()
+    memory = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+        with open("/proc/meminfo") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("MemTotal"))
+        memory = f"{kb / 2**20:.1f} GiB"
+    except (OSError, StopIteration, ValueError):
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
+    return {"CPU": cpu, "cores": f"{os.cpu_count()} ({usable} usable by this process)", "memory": memory,
+            "OS": platform.platform(), "load average (1, 5, 15 min) at start": load}
+
+
+def package_versions():
+    import dlib
+    return {"Python": platform.python_version(), "torch": torch.__version__, "opencv": cv2.__version__,
+            "numpy": np.__version__, "dlib": dlib.__version__}
+
+
+def describe_model(meta):
+    """'arch net, epochs 60, val_nme 3.21, ...' from a model's metadata, the keys it has."""
+    items = [(k, meta.get(k)) for k in ("arch", "epochs", "val_nme", "created")]
+    return ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in items if v is not None)
+
+
+def write_report(path, args, command, tables, plot_path, model_path, model_meta, machine, versions, faces):
+    plot_link = os.path.relpath(plot_path, os.path.dirname(os.path.abspath(path)))
+    model_line = describe_model(model_meta)
+    text = f"""# Benchmarks: ours against dlib
+
+Written by `bench.py` ({time.strftime("%Y-%m-%d %H:%M")}); rerun `make bench` to refresh it.
+
+Command: `{command}`
+Model: `{os.path.relpath(model_path, HERE)}` ({model_line or "no metadata"})
+
+## Accuracy
+
+{faces} labelled test images (`test_frames_keypoints.csv`), whole pipeline: detector, then landmarks.
+Ours is `python evaluate.py` (pipeline protocol, flip averaging); dlib's is its HOG frontal-face
+detector (upsample {DLIB_UPSAMPLE}) and its 68-point shape predictor, with the detection that matches
+the labelled face chosen the same way. NME is the mean point error over the outer-eye-corner
+distance (points 36 and 45) on the faces found; failure rates and AUC count a missed face as a failure.
+Lower is better except for AUC and faces found.
+
+{tables["accuracy"]}
+
+![Cumulative error distribution, ours and dlib]({plot_link})
+
+## Speed
+
+Ratios compare the two pipelines in the same run on the same frames; absolute times depend on
+the machine. Landmark latency: median over {args.repeats} calls at batch 1 after warm-up, on one
+face of a 640x480 frame that both detectors find; dlib's shape predictor is single-threaded.
+Frames: {args.clips} clips of {CLIP_FRAMES} JPEG frames (640x480, a slow pan and zoom over a
+test image, one labelled face), decoded with `cv2.imdecode`; no drawing. Detection: median time on
+each clip's first frame. dlib gets the RGB frame, as its documentation does; on a gray frame its HOG
+detector is faster and finds about as many faces (both rows shown). "video tracking" is detect.py's
+`FaceTracker`: the Haar cascade every 5th frame, each face's box taken from its keypoints in between.
+
+{tables["speed"]}
+
+## Machine
+
+{chr(10).join(f"- {k}: {v}" for k, v in machine.items())}
+- packages: {", ".join(f"{k} {v}" for k, v in versions.items())}
+
+## dlib's model licence
+
+dlib's 68-point shape predictor (`shape_predictor_68_face_landmarks.dat`, installed by the
+`face_recognition_models` package) was trained on the iBUG 300-W data set, whose licence excludes
+commercial use: the model is licensed for non-commercial use only. It is used here only for this
+comparison; nothing in this project's own pipeline depends on dlib or on that model.
+"""
+    with open(path, "w") as f:
+        f.write(text)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Benchmark our keypoint pipeline against dlib's.")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model file (default: the shipped model)")
+    parser.add_argument("--limit", type=int, default=0, metavar="N",
+                        help="only the first N labelled test images (quick checks; 0 = all)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch and OpenCV threads for inference timings (dlib uses one)")
+    parser.add_argument("--clips", type=int, default=10,
+                        help=f"{CLIP_FRAMES}-frame clips for the detection and fps numbers")
+    parser.add_argument("--repeats", type=int, default=200, help="timed calls per latency number")
+    parser.add_argument("--train-steps", type=int, default=30, help="optimisation steps timed for throughput")
+    parser.add_argument("--train", action="store_true",
+                        help="also time a full default `python train.py` run (long; model to a temp folder)")
+    parser.add_argument("--out", default=os.path.join(HERE, "BENCHMARKS.md"), help="the report to write")
+    parser.add_argument("--plot", default=os.path.join(HERE, "docs", "bench_ced.png"),
+                        help="the cumulative-error plot to write")
+    args = parser.parse_args(argv)
+    if args.limit < 0 or args.threads < 1 or args.clips < 1 or args.repeats < 1 or args.train_steps < 1:
+        parser.error("--limit must be >= 0; --threads, --clips, --repeats, --train-steps >= 1")
+    return args
+
+
+def run(args, command):
+    default_threads = torch.get_num_threads()  # what train.py uses (its --threads 0)
+    dlib_pipeline = DlibPipeline()
+    versions = package_versions()
+    machine = machine_description()
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    images_dir = data_path("test")
+    with tempfile.TemporaryDirectory() as folder:
+        csv_file = subset_csv(data_path("test_frames_keypoints.csv"), args.limit, folder)
+        ours, theirs = accuracy(args.model, dlib_pipeline, csv_file, images_dir)
+        print(evaluate.format_summary(OURS, ours))
+        print(evaluate.format_summary(DLIB, theirs))
+        evaluate.plot_ced({OURS: ours["errors"], DLIB: theirs["errors"]}, args.plot)
+        print("speed: building the frames, landmark latency, detection, end to end ...", flush=True)
+        clips = benchmark_clips(csv_file, images_dir, min(args.clips, args.limit or args.clips))
+    detector = KeypointDetector(args.model)
+    latency = landmark_latency(detector, dlib_pipeline, clips, args.repeats)
+    detection = detection_time(detector, dlib_pipeline, clips)
+    fps = end_to_end(detector, dlib_pipeline, clips)
+    print("training throughput ...", flush=True)
+    cv2.setNumThreads(-1)  # back to OpenCV's default, as train.py runs
+    training = {"throughput": (*training_throughput(args.train_steps, args.limit, default_threads),
+                               default_threads)}
+    if args.train:
+        print("full default training run ...", flush=True)
+        training["full_seconds"] = full_training_seconds()
+
+    threads = f"{args.threads} thread{'s' * (args.threads != 1)}"
+    tables = {"accuracy": markdown_table(["test images, pipeline", OURS, DLIB], accuracy_rows(ours, theirs)),
+              "speed": markdown_table([f"speed, inference on {threads}", "ours", "dlib", "ours vs dlib"],
+                                      speed_rows(latency, detection, fps, training))}
+    print("\n" + tables["accuracy"] + "\n\n" + tables["speed"])
+    write_report(args.out, args, command, tables, args.plot, args.model, detector.meta, machine, versions,
+                 ours["faces"])
+    print(f"\nwrote {args.out} and {args.plot}")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    try:
+        run(args, shlex.join(["python", "bench.py", *argv]))
+    except (DataError, ModelFileError, subprocess.CalledProcessError) as e:
+        sys.exit(f"bench.py: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,363 @@
+"""Data for facial keypoint detection.
+
+The bottom of the project: where the data lives, the course's `FacialKeypointsDataset` and its
+transforms (`Rescale`, `RandomCrop`, `Normalize`, `ToTensor`, called exactly as the course does),
+and the one face crop that training and detection share:
+
+    detector box (x, y, w, h) --crop_matrix--> 2x3 affine --warp_face--> square grayscale crop
+
+Training draws a detector-like box from the labelled keypoints, jitters it, and warps once per
+sample (crop, rotation, scale and shift in a single resampling); detection gives the Haar box to
+the very same function, so the network sees at test time the crops it was trained on.
+"""
+
+import os
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+NUM_KEYPOINTS = 68
+
+# Mirror image of each of the 68 iBUG 300-W points (0-indexed): left eye <-> right eye, etc.
+FLIP_PERMUTATION = [16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,
+                    26, 25, 24, 23, 22, 21, 20, 19, 18, 17,
+                    27, 28, 29, 30, 35, 34, 33, 32, 31,
+                    45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,
+                    54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65]
+
+# Point ranges of the face regions, for per-region errors and plots.
+REGIONS = {"jaw": range(0, 17), "brows": range(17, 27), "nose": range(27, 36),
+           "eyes": range(36, 48), "mouth": range(48, 68)}
+
+# How OpenCV's Haar frontal-face box sits on the landmarks, measured on 1154 training images
+# (Notebook 1 shows it): square, ~1.16x the landmark box wide and ~1.21x high, its centre ~0.157 of
+# its side above the landmark-box centre; from image to image its scale varies by ~10 % and its
+# centre by ~9.7 % of the side horizontally, ~4.1 % vertically. Training draws boxes from that
+# distribution; the crop moves the box centre down to the landmark centre and pads it.
+HAAR_BOX_SCALE = (1.164, 1.208)
+HAAR_BOX_RAISE = 0.157
+HAAR_BOX_SPREAD = (0.10, 0.097, 0.041)  # std of log-scale, x shift, y shift (fractions of side)
+CROP_SHIFT = HAAR_BOX_RAISE  # crop centre = box centre + CROP_SHIFT * box height (down)
+CROP_MARGIN = 1.2            # crop side = CROP_MARGIN * max(box w, box h)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class DataError(Exception):
+    """A problem with the user's data: reported as one line, never as a traceback."""
+
+
+def data_dir():
+    """The one data location: $FKP_DATA, else ./data (course archive layout)."""
+    return os.environ.get("FKP_DATA", "data")
+
+
+def data_path(*parts):
+    return os.path.join(data_dir(), *parts)
+
+
+def read_keypoints_csv(csv_file):
+    """Read a course-format CSV (image name, then x0, y0 .. x67, y67) and check its shape."""
+    if not os.path.isfile(csv_file):
+        raise DataError(f"{csv_file}: no such file (set FKP_DATA or run `make data`)")
+    try:
+        frame = pd.read_csv(csv_file)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DataError(f"{csv_file}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    if frame.shape[1] != 1 + 2 * NUM_KEYPOINTS:
+        raise DataError(f"{csv_file}: expected {1 + 2 * NUM_KEYPOINTS} columns (image name and "
+                        f"68 x,y pairs), found {frame.shape[1]}")
+    coords = frame.iloc[:, 1:]
+    if not all(pd.api.types.is_numeric_dtype(t) for t in coords.dtypes):
+        raise DataError(f"{csv_file}: keypoint columns must be numbers")
+    return frame
+
+
+def to_rgb(image, source="image"):
+    """Any decoded image (gray, BGR, BGRA, 8 or 16 bit) as HxWx3 uint8 RGB."""
+    if image.dtype == np.uint16:
+        image = (image / 257).round().astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = np.clip(image.astype(np.float32) * (255 if image.max() <= 1 else 1), 0, 255)
+        image = image.astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise DataError(f"{source}: unsupported image shape {image.shape}")
+    if image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def load_image(path):
+    """Read an image file as HxWx3 uint8 RGB; grayscale, RGBA, palette and 16-bit all work."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file")
+    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)  # palette images come back as BGR(A)
+    if image is None or image.size == 0:
+        raise DataError(f"{path}: not a readable image")
+    return to_rgb(image, path)
+
+
+class FacialKeypointsDataset(Dataset):
+    """Face Landmarks dataset, as in the course: samples {'image': HxWx3 RGB, 'keypoints': (68, 2)}."""
+
+    def __init__(self, csv_file, root_dir, transform=None):
+        """
+        Args:
+            csv_file (string): Path to the csv file with annotations.
+            root_dir (string): Directory with all the images.
+            transform (callable, optional): Optional transform to be applied on a sample.
+        """
+        self.key_pts_frame = read_keypoints_csv(csv_file)
+        self.root_dir = root_dir
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.key_pts_frame)
+
+    def keypoints(self, idx):
+        return self.key_pts_frame.iloc[idx, 1:].to_numpy(dtype=np.float64).reshape(-1, 2)
+
+    def __getitem__(self, idx):
+        image_name = os.path.join(self.root_dir, self.key_pts_frame.iloc[idx, 0])
+        sample = {'image': load_image(image_name), 'keypoints': self.keypoints(idx)}
+        if self.transform:
+            sample = self.transform(sample)
+        return sample
+
+
+# ---------------------------------------------------------------------------------------------
+# The course's transforms: same names, call style and behaviour as the course notebooks use.
+
+class Normalize(object):
+    """Convert a color image to grayscale and normalize the color range to [0,1]."""
+
+    def __call__(self, sample):
+        image, key_pts = sample['image'], sample['keypoints']
+        image_copy = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        # scale color range from [0, 255] to [0, 1]
+        image_copy = image_copy / 255.0
+        # scale keypoints to be centered around 0 with a range of [-1, 1]
+        # mean = 100, sqrt = 50, so, pts should be (pts - 100)/50
+        key_pts_copy = (np.copy(key_pts) - 100) / 50.0
+        return {'image': image_copy, 'keypoints': key_pts_copy}
+
+
+class Rescale(object):
+    """Rescale the image in a sample to a given size.
+
+    Args:
+        output_size (tuple or int): Desired output size. If tuple, output is matched to
+            output_size. If int, smaller of image edges is matched to output_size keeping
+            aspect ratio the same.
+    """
+
+    def __init__(self, output_size):
+        assert isinstance(output_size, (int, tuple))
+        self.output_size = output_size
+
+    def __call__(self, sample):
+        image, key_pts = sample['image'], sample['keypoints']
+        h, w = image.shape[:2]
+        if isinstance(self.output_size, int):
+            if h > w:
+                new_h, new_w = self.output_size * h / w, self.output_size
+            else:
+                new_h, new_w = self.output_size, self.output_size * w / h
+        else:
+            new_h, new_w = self.output_size
+        new_h, new_w = int(new_h), int(new_w)
+        img = cv2.resize(image, (new_w, new_h))
+        # scale the pts, too
+        key_pts = key_pts * [new_w / w, new_h / h]
+        return {'image': img, 'keypoints': key_pts}
+
+
+class RandomCrop(object):
+    """Crop randomly the image in a sample.
+
+    Args:
+        output_size (tuple or int): Desired output size. If int, square crop is made.
+    """
+
+    def __init__(self, output_size):
+        assert isinstance(output_size, (int, tuple))
+        if isinstance(output_size, int):
+            self.output_size = (output_size, output_size)
+        else:
+            assert len(output_size) == 2
+            self.output_size = output_size
+
+    def __call__(self, sample):
+        image, key_pts = sample['image'], sample['keypoints']
+        h, w = image.shape[:2]
+        new_h, new_w = self.output_size
+        top = np.random.randint(0, h - new_h + 1)
+        left = np.random.randint(0, w - new_w + 1)
+        image = image[top: top + new_h, left: left + new_w]
+        key_pts = key_pts - [left, top]
+        return {'image': image, 'keypoints': key_pts}
+
+
+class ToTensor(object):
+    """Convert ndarrays in sample to Tensors."""
+
+    def __call__(self, sample):
+        image, key_pts = sample['image'], sample['keypoints']
+        # if image has no grayscale color channel, add one
+        if len(image.shape) == 2:
+            image = image.reshape(image.shape[0], image.shape[1], 1)
+        # swap color axis because numpy image: H x W x C, torch image: C X H X W
+        image = image.transpose((2, 0, 1))
+        return {'image': torch.from_numpy(image), 'keypoints': torch.from_numpy(key_pts)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The face crop shared by training and detection.
+
+def keypoints_to_box(keypoints):
+    """The box OpenCV's Haar cascade typically draws around these landmarks, as (x, y, w, h)."""
+    (x0, y0), (x1, y1) = keypoints.min(0), keypoints.max(0)
+    side = ((x1 - x0) * HAAR_BOX_SCALE[0] + (y1 - y0) * HAAR_BOX_SCALE[1]) / 2
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 - HAAR_BOX_RAISE * side
+    return np.array([cx - side / 2, cy - side / 2, side, side])
+
+
+def crop_matrix(box, size, margin=CROP_MARGIN, shift=CROP_SHIFT, angle=0.0, flip=False):
+    """The 2x3 affine map from image pixels to a size x size crop around a detector box.
+
+    The crop is a square of side margin * max(w, h), centred shift * h below the box centre,
+    optionally rotated by `angle` degrees (counter-clockwise) and mirrored.
+    """
+    x, y, w, h = (float(v) for v in box)
+    cx, cy = x + w / 2, y + h / 2 + shift * h
+    scale = size / (margin * max(w, h))
+    matrix = cv2.getRotationMatrix2D((cx, cy), angle, scale)
+    matrix[:, 2] += (size - 1) / 2 - np.array([cx, cy])  # box centre -> crop centre
+    if flip:
+        matrix = np.array([[-1, 0, size - 1], [0, 1, 0]]) @ np.vstack([matrix, [0, 0, 1]])
+    return matrix
+
+
+def transform_points(points, matrix):
+    """Apply a 2x3 affine matrix to (N, 2) points."""
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def invert_matrix(matrix):
+    return cv2.invertAffineTransform(matrix)
+
+
+def warp_face(gray, matrix, size):
+    """Resample a grayscale image through a crop matrix: the single warp per face."""
+    return cv2.warpAffine(gray, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def normalize_keypoints(points, size):
+    """Crop pixels -> [-1, 1] (the network's output space)."""
+    half = (size - 1) / 2
+    return (points - half) / half
+
+
+def denormalize_keypoints(points, size):
+    half = (size - 1) / 2
+    return points * half + half
+
+
+def crop_to_tensor(crop):
+    """uint8 HxW crop -> float tensor 1xHxW in [0, 1], the course's image scaling."""
+    return torch.from_numpy(crop).float().div_(255.0).unsqueeze(0)
+
+
+class RandomFlip:
+    """Horizontal flip of a tv_tensors Image + KeyPoints pair with the 68-point permutation."""
+
+    def __init__(self, p=0.5):
+        self.p = p
+
+    def __call__(self, image, keypoints):
+        if torch.rand(()) >= self.p:
+            return image, keypoints
+        image, keypoints = v2.functional.horizontal_flip(image), v2.functional.horizontal_flip(keypoints)
+        return image, tv_tensors.wrap(keypoints[FLIP_PERMUTATION], like=keypoints)
+
+
+class FaceCropAugment:
+    """Training-time face crop: jittered detector box, one affine warp, flip, photometric jitter.
+
+    Takes a grayscale uint8 image and its (68, 2) keypoints; returns the 1 x size x size float
+    crop and the keypoints normalised to [-1, 1]. With `train=False` it is the plain crop that
+    detection uses on a Haar box.
+    """
+
+    def __init__(self, size, train=True, rotation=20.0, box_spread=HAAR_BOX_SPREAD, flip_p=0.5,
+                 brightness=0.3, contrast=0.3):
+        self.size, self.train = size, train
+        self.rotation, self.box_spread = rotation, box_spread
+        self.flip = RandomFlip(flip_p)
+        self.color = v2.ColorJitter(brightness=brightness, contrast=contrast)
+
+    def random_box(self, keypoints, rng):
+        """A detector-like box with the scatter of real detector boxes around the landmarks."""
+        x, y, side, _ = keypoints_to_box(keypoints)
+        scale_std, x_std, y_std = self.box_spread
+        new_side = side * np.exp(rng.normal(0, scale_std))
+        cx = x + side / 2 + rng.normal(0, x_std) * side
+        cy = y + side / 2 + rng.normal(0, y_std) * side
+        return np.array([cx - new_side / 2, cy - new_side / 2, new_side, new_side])
+
+    def __call__(self, gray, keypoints, rng=np.random):
+        if not self.train:
+            matrix = crop_matrix(keypoints_to_box(keypoints), self.size)
+            crop = crop_to_tensor(warp_face(gray, matrix, self.size))
+            points = transform_points(keypoints, matrix)
+            return crop, torch.from_numpy(normalize_keypoints(points, self.size)).float()
+        angle = float(np.clip(rng.normal(0, self.rotation / 2), -self.rotation, self.rotation))
+        matrix = crop_matrix(self.random_box(keypoints, rng), self.size, angle=angle)
+        image = tv_tensors.Image(crop_to_tensor(warp_face(gray, matrix, self.size)))
+        points = tv_tensors.KeyPoints(transform_points(keypoints, matrix),
+                                      canvas_size=(self.size, self.size), dtype=torch.float32)
+        image, points = self.flip(image, points)
+        image = self.color(image)
+        return image.as_subclass(torch.Tensor), normalize_keypoints(points.as_subclass(torch.Tensor),
+                                                                    self.size)
+
+
+def identity_of(image_name):
+    """The person in a course image ('Abdel_Aziz_Al-Hakim_02.jpg' -> 'Abdel_Aziz_Al-Hakim')."""
+    return os.path.splitext(image_name)[0].rsplit("_", 1)[0]
+
+
+class CachedFaceDataset(Dataset):
+    """Course-format data decoded once into memory (grayscale), cropped and augmented per sample.
+
+    `indices` selects rows of the CSV (e.g. a validation split by identity).
+    """
+
+    def __init__(self, csv_file, root_dir, size, train=True, indices=None, progress=False):
+        frame = read_keypoints_csv(csv_file)
+        if indices is not None:
+            frame = frame.iloc[list(indices)]
+        self.names = list(frame.iloc[:, 0])
+        self.keypoints = frame.iloc[:, 1:].to_numpy(dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 2)
+        names = self.names
+        if progress:
+            from tqdm import tqdm
+            names = tqdm(names, desc=f"decoding {os.path.basename(root_dir.rstrip('/'))}", leave=False)
+        self.images = [cv2.cvtColor(load_image(os.path.join(root_dir, n)), cv2.COLOR_RGB2GRAY)
+                       for n in names]
+        self.transform = FaceCropAugment(size, train=train)
+
+    def __len__(self):
+        return len(self.names)
+
+    def __getitem__(self, idx):
+        return self.transform(self.images[idx], self.keypoints[idx])

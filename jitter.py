@@ -1,0 +1,211 @@
+"""Video measurements for detect.py: keypoint jitter with and without smoothing, and frame rate.
+
+    python jitter.py                  # both, on synthetic clips made from the astronaut photo
+    python jitter.py --frames 300 --skip-speed
+
+Jitter: a still photo shown through a camera that moves by random sub-pixel amounts (cv2.warpAffine)
+and adds sensor noise. The face does not move apart from the known shift, so every bit of spread
+in a keypoint after removing that shift is jitter: the pixel standard deviation per point
+(sqrt(var x + var y) over the frames), averaged over the 68 points. A moving clip (constant
+velocity) shows what smoothing costs: its lag behind the unsmoothed keypoints.
+
+Speed: a 640x480 mp4 with one face, read with cv2.VideoCapture and run through FaceTracker;
+milliseconds per frame for each stage (decode, detection, crop, CNN) and frames per second end
+to end (no drawing).
+"""
+
+import argparse
+import os
+import tempfile
+import time
+
+import cv2
+import numpy as np
+import torch
+
+from detect import DEFAULT_MODEL, FaceDetector, FaceTracker, KeypointDetector
+
+FRAME_SIZE = (640, 480)
+
+
+def astronaut_frame(size=FRAME_SIZE):
+    """skimage's astronaut (512 x 512), top rows kept, centred on a gray canvas of `size` (BGR)."""
+    from skimage import data
+    photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    width, height = size
+    photo = photo[:height, :width]
+    canvas = np.full((height, width, 3), 128, np.uint8)
+    x0, y0 = (width - photo.shape[1]) // 2, (height - photo.shape[0]) // 2
+    canvas[y0:y0 + photo.shape[0], x0:x0 + photo.shape[1]] = photo
+    return canvas
+
+
+def synthetic_clip(n_frames, max_shift=0.5, noise=3.0, velocity=(0.0, 0.0), seed=0, base=None):
+    """Frames (BGR uint8) of a still photo moved by `velocity` px/frame plus random sub-pixel
+    shifts (uniform in +-max_shift px per axis), with Gaussian sensor noise of std `noise`
+    (0..255 scale); returns the frames and each frame's true (dx, dy) offset."""
+    rng = np.random.default_rng(seed)
+    base = astronaut_frame() if base is None else base
+    height, width = base.shape[:2]
+    offsets = rng.uniform(-max_shift, max_shift, (n_frames, 2)) + np.outer(np.arange(n_frames), velocity)
+    frames = []
+    for dx, dy in offsets:
+        moved = cv2.warpAffine(base, np.float32([[1, 0, dx], [0, 1, dy]]), (width, height),
+                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        noisy = moved.astype(np.float32) + rng.normal(0, noise, moved.shape).astype(np.float32)
+        frames.append(np.clip(noisy, 0, 255).round().astype(np.uint8))
+    return frames, offsets
+
+
+def face_track(faces_per_frame, centre):
+    """(N, 68, 2): in each frame the face whose box centre is nearest `centre` (NaN if none)."""
+    out = np.full((len(faces_per_frame), 68, 2), np.nan)
+    for i, faces in enumerate(faces_per_frame):
+        if faces:
+            distance = [np.linalg.norm(f.box[:2] + f.box[2:] / 2 - centre) for f in faces]
+            out[i] = faces[int(np.argmin(distance))].keypoints
+    return out
+
+
+def run_clip(detector, frames, fps=30.0, tracking=True, smooth=True, detect_every=5):
+    """Keypoints of every frame: with tracking (FaceTracker), or Haar + CNN on each frame alone."""
+    tracker = FaceTracker(detector, fps=fps, detect_every=detect_every, smooth=smooth)
+    grays = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames]
+    return [tracker(g) if tracking else detector.detect(g) for g in grays]
+
+
+def keypoint_jitter(keypoints, offsets):
+    """Pixel std per point (sqrt(var x + var y) over frames) after removing the known offset,
+    averaged over points. Frames where the face was missed are left out."""
+    residual = keypoints - np.asarray(offsets)[:, None, :]
+    residual = residual[~np.isnan(residual).any(axis=(1, 2))]
+    return float(np.sqrt(residual.var(axis=0).sum(-1)).mean())
+
+
+def lag_along_motion(smoothed, raw, velocity):
+    """Mean distance (px) by which smoothed keypoints trail the unsmoothed ones along the motion."""
+    direction = np.asarray(velocity, dtype=np.float64) / np.linalg.norm(velocity)
+    return float(np.nanmean((raw - smoothed) @ direction))
+
+
+JITTER_CONFIGS = {"Haar + CNN per frame": dict(tracking=False, smooth=False),
+                  "tracking, no smoothing": dict(tracking=True, smooth=False),
+                  "tracking + One Euro": dict(tracking=True, smooth=True)}
+
+
+def measure_jitter(model_path=DEFAULT_MODEL, n_frames=120, max_shift=0.5, noise=3.0, speeds=(1.0, 2.0),
+                   seed=0, flip_average=False):
+    """Keypoint jitter (px) of the video pipeline, per configuration (JITTER_CONFIGS), on two still
+    clips: random sub-pixel shifts + noise, and noise only. Also the smoother's lag (px) on clips
+    moving at `speeds` px/frame, and the spread of the shifts themselves (what a perfectly still
+    output would score on the first clip)."""
+    detector = KeypointDetector(model_path, flip_average=flip_average)
+    boxes = detector.face_detector(cv2.cvtColor(astronaut_frame(), cv2.COLOR_BGR2GRAY))
+    box = boxes[np.argmax(boxes[:, 2])]
+    centre = box[:2] + box[2:] / 2
+    result = {}
+    for clip, shift in ((f"sub-pixel shifts +-{max_shift:g} px + noise", max_shift), ("noise only", 0.0)):
+        frames, offsets = synthetic_clip(n_frames, shift, noise, seed=seed)
+        result[clip] = {}
+        for name, config in JITTER_CONFIGS.items():
+            keypoints = face_track(run_clip(detector, frames, **config), centre)
+            result[clip][name] = keypoint_jitter(keypoints, offsets)
+        result[clip]["still output (std of the shifts)"] = float(np.sqrt(offsets.var(axis=0).sum()))
+    for speed in speeds:
+        frames, offsets = synthetic_clip(n_frames, max_shift, noise, velocity=(speed, 0.0), seed=seed + 1)
+        raw = face_track(run_clip(detector, frames, smooth=False), centre + offsets[0])
+        smoothed = face_track(run_clip(detector, frames, smooth=True), centre + offsets[0])
+        result[f"moving {speed:g} px/frame"] = {
+            "tracking, no smoothing": keypoint_jitter(raw, offsets),
+            "tracking + One Euro": keypoint_jitter(smoothed, offsets),
+            "lag of the smoothed keypoints": lag_along_motion(smoothed, raw, (speed, 0.0))}
+    return result
+
+
+def write_video(frames, path, fps=30.0):
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+
+
+def time_video(detector, path, detect_every=5, smooth=True):
+    """Milliseconds per frame for each stage and frames per second, reading `path` end to end."""
+    capture = cv2.VideoCapture(path)
+    tracker = FaceTracker(detector, fps=capture.get(cv2.CAP_PROP_FPS), detect_every=detect_every,
+                          smooth=smooth)
+    detector.seconds.clear()
+    decode, frames, faces = 0.0, 0, 0
+    start = time.perf_counter()
+    while True:
+        t = time.perf_counter()
+        ok, frame = capture.read()
+        if not ok:
+            break
+        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        decode += time.perf_counter() - t
+        faces += len(tracker(gray))
+        frames += 1
+    total = time.perf_counter() - start
+    capture.release()
+    ms = {"decode": decode, **{k: detector.seconds[k] for k in ("detection", "crop", "cnn")}}
+    ms["other"] = total - sum(ms.values())
+    ms = {k: 1000 * v / frames for k, v in ms.items()}
+    return {"fps": frames / total, "ms": ms, "faces_per_frame": faces / frames, "frames": frames}
+
+
+SPEED_CONFIGS = {  # name: (FaceTracker detect_every, FaceDetector min_size, flip averaging)
+    "Haar every frame, min face 30 px, flip": (1, 30, True),
+    "Haar every frame, min face 30 px": (1, 30, False),
+    "Haar every 5th frame, min face 30 px": (5, 30, False),
+    "Haar every 10th frame, min face 30 px": (10, 30, False),
+    "Haar every 5th frame, min face 60 px": (5, 60, False),
+    "Haar every 5th frame, min face 60 px, flip": (5, 60, True),
+}
+
+
+def measure_speed(model_path=DEFAULT_MODEL, n_frames=150, configs=None, repeats=3):
+    """Frame rate on a 640x480 one-face mp4 per configuration (SPEED_CONFIGS); the configurations
+    take turns `repeats` times and each reports its median run, so a busy machine hurts all alike."""
+    configs = configs or SPEED_CONFIGS
+    frames, _ = synthetic_clip(n_frames, velocity=(0.2, 0.0))
+    runs = {name: [] for name in configs}
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "clip.mp4")
+        write_video(frames, path)
+        detectors = {name: (KeypointDetector(model_path, FaceDetector(min_size=min_size), flip_average=flip),
+                            every) for name, (every, min_size, flip) in configs.items()}
+        for _ in range(repeats):
+            for name, (detector, every) in detectors.items():
+                runs[name].append(time_video(detector, path, detect_every=every))
+    return {name: sorted(r, key=lambda x: x["fps"])[len(r) // 2] for name, r in runs.items()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Keypoint jitter and frame rate of detect.py on video.")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--frames", type=int, default=120, help="frames per synthetic clip")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--skip-jitter", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if not args.skip_jitter:
+        print(f"keypoint jitter, px: std per point after removing the known shift, mean of 68 points; "
+              f"{args.frames} frames per clip, sensor noise std 3:")
+        for clip, values in measure_jitter(args.model, args.frames).items():
+            print(f"  {clip}")
+            for name, value in values.items():
+                print(f"    {name:36s} {value:.3f}")
+    if not args.skip_speed:
+        print(f"speed, 640x480 mp4 with one face, {args.frames} frames, torch threads "
+              f"{torch.get_num_threads()}, OpenCV threads {cv2.getNumThreads()}:")
+        for name, r in measure_speed(args.model, args.frames).items():
+            stages = "  ".join(f"{k} {v:.2f}" for k, v in r["ms"].items())
+            print(f"  {name:38s} {r['fps']:6.1f} fps  ms/frame: {stages}  "
+                  f"faces/frame {r['faces_per_frame']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
