@@ -20,8 +20,9 @@ shape predictor from the `face_recognition_models` package, on the RGB image as 
                 frame (KeypointDetector.detect) and as detect.py runs a video (FaceTracker: Haar
                 every few frames, tracking in between); dlib per frame.
   training      train.py's throughput in images per second (default model, batch and
-                augmentation, real data, PyTorch's default threads), and with --train the wall
-                time of a full default run written to a temporary folder.
+                augmentation, real data) on one thread and on PyTorch's default thread count (what
+                `python train.py` uses), and with --train the wall time of a full default run,
+                its model written to a temporary folder.
 """
 
 import argparse
@@ -42,7 +43,7 @@ from tqdm import tqdm
 
 import evaluate
 import train
-from data_load import DataError, data_path, load_image, read_keypoints_csv, transform_points
+from data_load import DataError, data_path, keypoints_to_box, load_image, read_keypoints_csv, transform_points
 from detect import DEFAULT_MODEL, FaceTracker, KeypointDetector, predict_normalized, to_gray
 from models import ModelFileError, build_model
 
@@ -91,8 +92,8 @@ class DlibPipeline:
                 import dlib
             except ImportError:
                 raise DataError(f"dlib is not installed: {INSTALL_HINT}") from None
-            hog = hog or dlib.get_frontal_face_detector()
-            predictor = predictor or dlib.shape_predictor(dlib_model_path())
+            hog = dlib.get_frontal_face_detector() if hog is None else hog
+            predictor = dlib.shape_predictor(dlib_model_path()) if predictor is None else predictor
         self.hog, self.predictor, self.upsample = hog, predictor, upsample
 
     def find_faces(self, image):
@@ -143,25 +144,25 @@ def subset_csv(csv_file, limit, folder):
     return path
 
 
-def make_clip(image, keypoints, n_frames=CLIP_FRAMES, size=FRAME_SIZE):
-    """A slow pan and zoom over `image` as `n_frames` frames of `size` (w, h), RGB uint8, and
-    the labelled keypoints in each frame; None if the face leaves the frame."""
-    (w, h), (width, height) = image.shape[1::-1], size
-    cover = max(width / w, height / h)  # the smallest zoom at which the image fills the frame
+def make_clip(image, keypoints, n_frames=CLIP_FRAMES, size=FRAME_SIZE, face_height=0.45):
+    """A slow pan and zoom over the labelled face of `image` as `n_frames` RGB frames of `size`
+    (w, h), the face box starting at `face_height` of the frame height (a webcam at arm's length),
+    and the keypoints in each frame. Where the image does not reach, the frame shows a smooth
+    blend of the image's colours (no streaks, no second face)."""
+    width, height = size
+    x, y, side, _ = keypoints_to_box(keypoints)
+    centre = np.array([x + side / 2, y + side / 2])
+    background = cv2.resize(cv2.resize(image, (8, 6), interpolation=cv2.INTER_AREA), size,
+                            interpolation=cv2.INTER_LINEAR)
     frames, points = [], []
     for t in np.linspace(0, 1, n_frames):
-        zoom = cover * (1.08 + 0.12 * t)
-        slack_x, slack_y = (w - width / zoom) / 2, (h - height / zoom) / 2  # room to pan, image px
-        cx = w / 2 + 0.8 * slack_x * np.sin(2 * np.pi * t)
-        cy = h / 2 + 0.8 * slack_y * np.sin(np.pi * t)
+        zoom = face_height * height / side * (1 + 0.15 * t)
+        cx, cy = centre + side * np.array([0.10 * np.sin(2 * np.pi * t), 0.05 * np.sin(np.pi * t)])
         matrix = np.array([[zoom, 0, width / 2 - zoom * cx], [0, zoom, height / 2 - zoom * cy]])
-        frames.append(cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR,
-                                     borderMode=cv2.BORDER_REPLICATE))
+        frames.append(cv2.warpAffine(image, matrix, size, dst=background.copy(), flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_TRANSPARENT))
         points.append(transform_points(keypoints, matrix))
-    points = np.array(points)
-    if points.min() < 0 or (points[..., 0] >= width).any() or (points[..., 1] >= height).any():
-        return None
-    return frames, points
+    return frames, np.array(points)
 
 
 def encode_jpeg(rgb):
@@ -177,19 +178,14 @@ def decode_jpeg(buffer):
 
 
 def benchmark_clips(csv_file, images_dir, n_clips):
-    """JPEG clips built from the first labelled test images whose face stays in frame:
-    a list of (list of JPEG buffers, (n_frames, 68, 2) keypoints)."""
-    frame = read_keypoints_csv(csv_file)
+    """JPEG clips of the first `n_clips` labelled test images: a list of (list of JPEG buffers,
+    (n_frames, 68, 2) keypoints)."""
+    frame = read_keypoints_csv(csv_file).iloc[:n_clips]
     gt = frame.iloc[:, 1:].to_numpy(dtype=np.float64).reshape(len(frame), -1, 2)
     clips = []
     for name, keypoints in zip(frame.iloc[:, 0], gt, strict=True):
-        clip = make_clip(load_image(os.path.join(images_dir, name)), keypoints)
-        if clip is not None:
-            clips.append(([encode_jpeg(f) for f in clip[0]], clip[1]))
-        if len(clips) == n_clips:
-            break
-    if not clips:
-        raise DataError(f"{csv_file}: no test image fits a {FRAME_SIZE[0]}x{FRAME_SIZE[1]} clip")
+        frames, points = make_clip(load_image(os.path.join(images_dir, name)), keypoints)
+        clips.append(([encode_jpeg(f) for f in frames], points))
     return clips
 
 
@@ -294,17 +290,18 @@ def end_to_end(detector, dlib_pipeline, clips):
     return frames_per_second(clips, pipelines)
 
 
-def training_throughput(steps, limit, threads):
-    """Images per second of train.py's optimisation loop: its datasets, model, optimiser and loss,
-    data loading and augmentation included."""
+def training_throughput(steps, limit, thread_counts):
+    """Images per second of train.py's optimisation loop for each torch thread count: its datasets,
+    model, optimiser and loss, data loading and augmentation included. Returns ({threads: images
+    per second}, batch size)."""
     args = train.parse_args(["--no-progress"] + (["--limit", str(limit)] if limit else []))
     train_set, _ = train.build_datasets(args)
+    if len(train_set) == 0:
+        raise DataError(f"--limit {limit}: no training images left for the throughput measurement")
     batch_size = min(args.batch_size, len(train_set))
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True)
     model = build_model(args.arch, args.input_size).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
 
     def run(n):
         done = 0
@@ -318,14 +315,17 @@ def training_throughput(steps, limit, threads):
                 if done == n:
                     return
 
+    previous_threads, rates = torch.get_num_threads(), {}
     try:
-        run(2)  # warm-up
-        start = time.perf_counter()
-        run(steps)
-        seconds = time.perf_counter() - start
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            run(2)  # warm-up
+            start = time.perf_counter()
+            run(steps)
+            rates[threads] = steps * batch_size / (time.perf_counter() - start)
     finally:
         torch.set_num_threads(previous_threads)
-    return steps * batch_size / seconds, batch_size
+    return rates, batch_size
 
 
 def full_training_seconds():
@@ -387,9 +387,9 @@ def speed_rows(latency, detection, fps, training):
               speed_ratio(fps[key][0], fps["dlib"][0], higher_is_faster=True)]
              for key, label in (("ours", "end to end, every frame detected (frames with a face)"),
                                 ("ours_video", "end to end, video tracking (frames with a face)"))]
-    images_per_second, batch_size, threads = training["throughput"]
-    rows.append([f"training: images per second (batch {batch_size}, {threads} thread{'s' * (threads != 1)})",
-                 f"{images_per_second:.0f}", "-", "-"])
+    rates, batch_size = training["throughput"]
+    rows += [[f"training: images per second (batch {batch_size}, {threads} thread{'s' * (threads != 1)})",
+              f"{images_per_second:.0f}", "-", "-"] for threads, images_per_second in rates.items()]
     if training.get("full_seconds") is not None:
         rows.append(["training: full default `python train.py` run",
                      f"{training['full_seconds'] / 60:.1f} min", "-", "-"])
@@ -410,9 +410,13 @@ def machine_description():
     except (OSError, StopIteration, ValueError):
         pass
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
     return {"CPU": cpu, "cores": f"{os.cpu_count()} ({usable} usable by this process)", "memory": memory,
-            "OS": platform.platform(), "load average (1, 5, 15 min) at start": load}
+            "OS": platform.platform(), "load average (1, 5, 15 min) at the start": load_average()}
+
+
+def load_average():
+    """The 1, 5 and 15 minute load averages: how busy the machine was (Unix)."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
 
 
 def package_versions():
@@ -428,7 +432,8 @@ def describe_model(meta):
                      for k, v in items if v is not None)
 
 
-def write_report(path, args, command, tables, plot_path, model_path, model_meta, machine, versions, faces):
+def write_report(path, args, command, tables, plot_path, model_path, model_meta, machine, versions, faces,
+                 n_clips):
     plot_link = os.path.relpath(plot_path, os.path.dirname(os.path.abspath(path)))
     model_line = describe_model(model_meta)
     text = f"""# Benchmarks: ours against dlib
@@ -453,14 +458,17 @@ Lower is better except for AUC and faces found.
 
 ## Speed
 
-Ratios compare the two pipelines in the same run on the same frames; absolute times depend on
-the machine. Landmark latency: median over {args.repeats} calls at batch 1 after warm-up, on one
-face of a 640x480 frame that both detectors find; dlib's shape predictor is single-threaded.
-Frames: {args.clips} clips of {CLIP_FRAMES} JPEG frames (640x480, a slow pan and zoom over a
-test image, one labelled face), decoded with `cv2.imdecode`; no drawing. Detection: median time on
-each clip's first frame. dlib gets the RGB frame, as its documentation does; on a gray frame its HOG
-detector is faster and finds about as many faces (both rows shown). "video tracking" is detect.py's
-`FaceTracker`: the Haar cascade every 5th frame, each face's box taken from its keypoints in between.
+"ours vs dlib" says how many times faster (or slower) ours is, both measured in the same run on
+the same frames; absolute times depend on the machine and on what else it is running.
+Landmark latency: median over {args.repeats} calls at batch 1 after warm-up, on one face of a
+640x480 frame that both detectors find; dlib's shape predictor is single-threaded. Frames:
+{n_clips} clips of {CLIP_FRAMES} JPEG frames (640x480, a slow pan and zoom over a labelled test
+image, one face), decoded with `cv2.imdecode`; no drawing. Detection: median time on each clip's
+first frame. dlib gets the RGB frame, as its documentation does, and in the accuracy table; its
+HOG detector on the gray frame is shown too. "video tracking" is detect.py's `FaceTracker`: the
+Haar cascade every 5th frame, each face's box taken from its keypoints in between. Training
+throughput is shown on one thread and on PyTorch's default thread count (what `python train.py`
+uses); on a machine busy with other work, several threads can be slower than one.
 
 {tables["speed"]}
 
@@ -526,8 +534,8 @@ def run(args, command):
     fps = end_to_end(detector, dlib_pipeline, clips)
     print("training throughput ...", flush=True)
     cv2.setNumThreads(-1)  # back to OpenCV's default, as train.py runs
-    training = {"throughput": (*training_throughput(args.train_steps, args.limit, default_threads),
-                               default_threads)}
+    thread_counts = sorted({1, default_threads})  # one thread, and what `python train.py` uses
+    training = {"throughput": training_throughput(args.train_steps, args.limit, thread_counts)}
     if args.train:
         print("full default training run ...", flush=True)
         training["full_seconds"] = full_training_seconds()
@@ -537,8 +545,9 @@ def run(args, command):
               "speed": markdown_table([f"speed, inference on {threads}", "ours", "dlib", "ours vs dlib"],
                                       speed_rows(latency, detection, fps, training))}
     print("\n" + tables["accuracy"] + "\n\n" + tables["speed"])
+    machine["load average at the end"] = load_average()
     write_report(args.out, args, command, tables, args.plot, args.model, detector.meta, machine, versions,
-                 ours["faces"])
+                 ours["faces"], len(clips))
     print(f"\nwrote {args.out} and {args.plot}")
 
 

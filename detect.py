@@ -116,14 +116,17 @@ def stopwatch(seconds, stage):
 class KeypointDetector:
     """Faces -> crops -> keypoints, with the model and the face detector loaded once.
 
-    `seconds` accumulates the time spent per stage (detection, crop, cnn) for benchmarks."""
+    With `refine`, each face is cropped a second time from the box its first keypoints imply
+    (data_load.keypoints_to_box) and predicted again: twice the CNN work, a crop centred on the
+    face whatever the detector's box. `seconds` accumulates the time spent per stage (detection,
+    crop, cnn) for benchmarks."""
 
-    def __init__(self, model_path=DEFAULT_MODEL, face_detector=None, flip_average=True):
+    def __init__(self, model_path=DEFAULT_MODEL, face_detector=None, flip_average=True, refine=False):
         self.model, self.meta = load_model(model_path)
         self.size = self.meta["input_size"]
         self.margin, self.shift = self.meta["crop_margin"], self.meta["crop_shift"]
         self.face_detector = face_detector or FaceDetector()
-        self.flip_average = flip_average
+        self.flip_average, self.refine = flip_average, refine
         self.seconds = defaultdict(float)
 
     def crops(self, gray, boxes):
@@ -132,13 +135,22 @@ class KeypointDetector:
         crops = np.stack([warp_face(gray, m, self.size) for m in matrices])
         return torch.from_numpy(crops).float().div_(255.0).unsqueeze(1), matrices
 
-    def keypoints_for_boxes(self, image, boxes):
-        """(N, 68, 2) keypoints in image pixels for the given face boxes; one CNN batch."""
+    def keypoints_for_boxes(self, image, boxes, refine=None):
+        """(N, 68, 2) keypoints in image pixels for the given face boxes; one CNN batch (two with
+        refine, which defaults to self.refine)."""
+        gray = to_gray(image)
+        keypoints = self.predict_boxes(gray, boxes)
+        if self.refine if refine is None else refine:
+            keypoints = self.predict_boxes(gray, [keypoints_to_box(k) for k in keypoints])
+        return keypoints
+
+    def predict_boxes(self, gray, boxes):
+        """One pass: crops of a gray image -> CNN -> (N, 68, 2) keypoints in image pixels."""
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         if len(boxes) == 0:
             return np.zeros((0, 68, 2))
         with stopwatch(self.seconds, "crop"):
-            crops, matrices = self.crops(to_gray(image), boxes)
+            crops, matrices = self.crops(gray, boxes)
         with stopwatch(self.seconds, "cnn"):
             pred = predict_normalized(self.model, crops, self.flip_average)
         pred = denormalize_keypoints(pred, self.size)
@@ -165,9 +177,11 @@ class OneEuroFilter:
     An exponential low-pass filter whose cutoff frequency rises with speed: a face at rest gets
     strong smoothing (no jitter), a moving face a high cutoff (little lag). Speeds are measured in
     face sizes per second (`scale` = the face's size in pixels), so one setting fits any face size.
+    The defaults come from `python jitter.py`: among the settings tried, the least jitter on a
+    still face with a lag under half a pixel for a face moving 2 px per frame.
     """
 
-    def __init__(self, min_cutoff=1.0, beta=5.0, d_cutoff=1.0):
+    def __init__(self, min_cutoff=1.0, beta=40.0, d_cutoff=1.0):
         self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
         self.x = self.speed = None
 
@@ -218,7 +232,7 @@ class FaceTracker:
     dropped. With `smooth`, each track's keypoints go through a One Euro filter.
     """
 
-    def __init__(self, detector, fps=30.0, detect_every=5, smooth=True, min_cutoff=1.0, beta=5.0,
+    def __init__(self, detector, fps=30.0, detect_every=10, smooth=True, min_cutoff=1.0, beta=40.0,
                  iou_threshold=0.3, max_missed=2, moved_iou=0.5):
         self.detector, self.dt = detector, 1.0 / (fps if fps and fps > 0 else 30.0)
         self.detect_every, self.smooth = max(1, detect_every), smooth
@@ -226,7 +240,7 @@ class FaceTracker:
         self.iou_threshold, self.max_missed, self.moved_iou = iou_threshold, max_missed, moved_iou
         self.tracks, self.frame_index, self.next_id, self.detect_next = [], 0, 0, True
 
-    def match_detections(self, boxes):
+    def match_detections(self, gray, boxes):
         """Greedy IoU matching of detections to tracks; unmatched detections start new tracks."""
         iou = box_iou([t.box for t in self.tracks], boxes) if self.tracks else np.zeros((0, len(boxes)))
         matched_tracks, matched_boxes = set(), set()
@@ -240,17 +254,20 @@ class FaceTracker:
         for i, track in enumerate(self.tracks):
             track.missed = 0 if i in matched_tracks else track.missed + 1
         self.tracks = [t for t in self.tracks if t.missed < self.max_missed]
-        for j, box in enumerate(boxes):
-            if j not in matched_boxes:
-                self.tracks.append(Track(self.next_id, box, OneEuroFilter(**self.filter_args)))
-                self.next_id += 1
+        new_boxes = [box for j, box in enumerate(boxes) if j not in matched_boxes]
+        # A new face starts from the box its Haar keypoints imply, the box it is tracked with
+        # later: without this the first frames of a track drift by a pixel or two.
+        for points in self.detector.keypoints_for_boxes(gray, new_boxes, refine=False):
+            box = keypoints_to_box(points)
+            self.tracks.append(Track(self.next_id, box, OneEuroFilter(**self.filter_args)))
+            self.next_id += 1
 
     def __call__(self, frame):
         gray = to_gray(frame)
         if self.detect_next or self.frame_index % self.detect_every == 0:
-            self.match_detections(self.detector.find_faces(gray))
+            self.match_detections(gray, self.detector.find_faces(gray))
         self.frame_index, self.detect_next = self.frame_index + 1, False
-        keypoints = self.detector.keypoints_for_boxes(gray, [t.box for t in self.tracks])
+        keypoints = self.detector.keypoints_for_boxes(gray, [t.box for t in self.tracks], refine=False)
         faces = []
         for track, points in zip(self.tracks, keypoints, strict=True):
             box = keypoints_to_box(points)
@@ -388,23 +405,32 @@ def image_record(name, shape, faces, frame=None):
 
 
 class Outputs:
-    """Annotated files under `out_dir` named after their inputs, and the JSON Lines file."""
+    """Annotated files under `out_dir` named after their inputs, and the JSON Lines file.
 
-    def __init__(self, out_dir, json_path=None):
+    An annotated file never replaces one of the run's inputs (files, or anything inside an input
+    folder) nor a file written earlier in the run: it gets a _2, _3 ... suffix instead."""
+
+    def __init__(self, out_dir, json_path=None, inputs=()):
         self.out_dir, self.used = out_dir, set()
+        self.protected = [os.path.realpath(p) for p in inputs if os.path.exists(p)]
         self.json = None
         if json_path:
             os.makedirs(os.path.dirname(json_path) or ".", exist_ok=True)
             self.json = open(json_path, "w")
 
-    def path_for(self, source, relative_name, ext=None):
-        """out_dir/relative_name (extension replaced by `ext`), never the input itself and never
-        a path already written in this run."""
+    def is_input(self, path):
+        """An existing file given as input or inside an input folder."""
+        if not os.path.exists(path):
+            return False
+        path = os.path.realpath(path)
+        return any(path == p or path.startswith(p + os.sep) for p in self.protected)
+
+    def path_for(self, relative_name, ext=None):
+        """out_dir/relative_name, its extension replaced by `ext` if given."""
         stem, old_ext = os.path.splitext(relative_name)
         ext = ext or old_ext
         path, n = os.path.join(self.out_dir, stem + ext), 1
-        while path in self.used or (source and os.path.exists(source) and os.path.exists(path)
-                                    and os.path.samefile(source, path)):
+        while path in self.used or self.is_input(path):
             n += 1
             path = os.path.join(self.out_dir, f"{stem}_{n}{ext}")
         self.used.add(path)
@@ -428,10 +454,10 @@ def write_image(path, bgr):
 # ---------------------------------------------------------------------------------------------
 # The command line.
 
-def process_image(detector, outputs, image, name, out_name, source=None):
+def process_image(detector, outputs, image, name, out_name):
     """Detect, draw, record one image; returns the number of faces and the annotated file."""
     faces = detector.detect(image)
-    out_path = outputs.path_for(source, out_name)
+    out_path = outputs.path_for(out_name)
     write_image(out_path, draw_faces(image, faces))
     outputs.write_record(image_record(name, image.shape, faces))
     return len(faces), out_path
@@ -443,7 +469,7 @@ def process_video(detector, outputs, source, name, out_name, args):
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     tracker = FaceTracker(detector, fps=fps, detect_every=args.detect_every, smooth=not args.no_smooth)
-    out_path = outputs.path_for(source if isinstance(source, str) else None, out_name, ".mp4")
+    out_path = outputs.path_for(out_name, ".mp4")
     height, width = frame.shape[:2]
     writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
     if not writer.isOpened():
@@ -486,7 +512,7 @@ def parse_args(argv=None):
     parser.add_argument("--min-size", type=int, default=30, help="smallest face in pixels")
     parser.add_argument("--no-flip", action="store_true",
                         help="no flip averaging (faster, a bit less accurate)")
-    parser.add_argument("--detect-every", type=int, default=5, metavar="K",
+    parser.add_argument("--detect-every", type=int, default=10, metavar="K",
                         help="video: run the Haar cascade every K frames, track in between")
     parser.add_argument("--no-smooth", action="store_true", help="video: no temporal smoothing")
     args = parser.parse_args(argv)
@@ -516,7 +542,7 @@ def run_inputs(args, detector, outputs):
             kind = input_kind(path)
             if kind == "image":
                 n, out_path = process_image(detector, outputs, read_image(path), path,
-                                            os.path.basename(path), path)
+                                            os.path.basename(path))
                 print(f"{path}: {n} face{'s' * (n != 1)} -> {out_path}")
             elif kind == "video":
                 frames, most, out_path = process_video(detector, outputs, path, path,
@@ -532,7 +558,7 @@ def run_inputs(args, detector, outputs):
                     try:
                         relative = os.path.join(folder_name, os.path.relpath(image_path, path))
                         faces += process_image(detector, outputs, read_image(image_path), image_path,
-                                               relative, image_path)[0]
+                                               relative)[0]
                     except (DataError, OSError, cv2.error) as e:
                         fail(e)
                 print(f"{path}: {len(images)} images, {faces} faces -> {os.path.join(args.out, folder_name)}")
@@ -555,12 +581,15 @@ def main(argv=None):
     try:
         face_detector = FaceDetector(args.scale_factor, args.min_neighbors, args.min_size)
         detector = KeypointDetector(args.model, face_detector, flip_average=not args.no_flip)
-        outputs = Outputs(args.out, args.json)
+        outputs = Outputs(args.out, args.json, args.inputs)
     except (ModelFileError, OSError) as e:
         print(f"detect.py: {e}", file=sys.stderr)
         return 1
     try:
         errors = run_inputs(args, detector, outputs)
+    except KeyboardInterrupt:
+        print("detect.py: interrupted", file=sys.stderr)
+        return 130
     finally:
         outputs.close()
     if args.json:

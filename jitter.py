@@ -67,9 +67,9 @@ def face_track(faces_per_frame, centre):
     return out
 
 
-def run_clip(detector, frames, fps=30.0, tracking=True, smooth=True, detect_every=5):
+def run_clip(detector, frames, fps=30.0, tracking=True, smooth=True):
     """Keypoints of every frame: with tracking (FaceTracker), or Haar + CNN on each frame alone."""
-    tracker = FaceTracker(detector, fps=fps, detect_every=detect_every, smooth=smooth)
+    tracker = FaceTracker(detector, fps=fps, smooth=smooth)
     grays = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames]
     return [tracker(g) if tracking else detector.detect(g) for g in grays]
 
@@ -100,10 +100,13 @@ def measure_jitter(model_path=DEFAULT_MODEL, n_frames=120, max_shift=0.5, noise=
     moving at `speeds` px/frame, and the spread of the shifts themselves (what a perfectly still
     output would score on the first clip)."""
     detector = KeypointDetector(model_path, flip_average=flip_average)
-    boxes = detector.face_detector(cv2.cvtColor(astronaut_frame(), cv2.COLOR_BGR2GRAY))
+    gray = cv2.cvtColor(astronaut_frame(), cv2.COLOR_BGR2GRAY)
+    boxes = detector.face_detector(gray)
     box = boxes[np.argmax(boxes[:, 2])]
     centre = box[:2] + box[2:] / 2
-    result = {}
+    reference = detector.keypoints_for_boxes(gray, [box])[0]
+    eyes = float(np.linalg.norm(reference[36] - reference[45]))
+    result = {"face": {"Haar box side (px)": float(box[2]), "outer-eye-corner distance (px)": eyes}}
     for clip, shift in ((f"sub-pixel shifts +-{max_shift:g} px + noise", max_shift), ("noise only", 0.0)):
         frames, offsets = synthetic_clip(n_frames, shift, noise, seed=seed)
         result[clip] = {}
@@ -156,12 +159,14 @@ def time_video(detector, path, detect_every=5, smooth=True):
 
 
 SPEED_CONFIGS = {  # name: (FaceTracker detect_every, FaceDetector min_size, flip averaging)
-    "Haar every frame, min face 30 px, flip": (1, 30, True),
-    "Haar every frame, min face 30 px": (1, 30, False),
-    "Haar every 5th frame, min face 30 px": (5, 30, False),
-    "Haar every 10th frame, min face 30 px": (10, 30, False),
-    "Haar every 5th frame, min face 60 px": (5, 60, False),
+    "Haar every frame, flip (per-image pipeline)": (1, 30, True),
+    "Haar every frame": (1, 30, False),
+    "Haar every 5th frame, flip": (5, 30, True),
+    "Haar every 5th frame": (5, 30, False),
+    "Haar every 10th frame, flip": (10, 30, True),
+    "Haar every 10th frame": (10, 30, False),
     "Haar every 5th frame, min face 60 px, flip": (5, 60, True),
+    "Haar every 5th frame, min face 60 px": (5, 60, False),
 }
 
 
@@ -187,17 +192,18 @@ def main(argv=None):
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--frames", type=int, default=120, help="frames per synthetic clip")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--flip", action="store_true", help="jitter with flip averaging")
     parser.add_argument("--skip-jitter", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not args.skip_jitter:
         print(f"keypoint jitter, px: std per point after removing the known shift, mean of 68 points; "
-              f"{args.frames} frames per clip, sensor noise std 3:")
-        for clip, values in measure_jitter(args.model, args.frames).items():
+              f"{args.frames} frames per clip, sensor noise std 3, flip averaging {args.flip}:")
+        for clip, values in measure_jitter(args.model, args.frames, flip_average=args.flip).items():
             print(f"  {clip}")
             for name, value in values.items():
-                print(f"    {name:36s} {value:.3f}")
+                print(f"    {name:36s} {value:7.3f}")
     if not args.skip_speed:
         print(f"speed, 640x480 mp4 with one face, {args.frames} frames, torch threads "
               f"{torch.get_num_threads()}, OpenCV threads {cv2.getNumThreads()}:")

@@ -1,0 +1,301 @@
+"""detect.py: the library on composed images, the video tracker and smoother, and the command line
+(JSON schema, bad input, image formats, video round trip) run as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+import detect
+from data_load import data_path, load_image, read_keypoints_csv
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DETECT_PY = os.path.join(ROOT, "detect.py")
+RECORD_KEYS = {"image", "width", "height", "faces"}
+# The astronaut's face: crop of skimage's photo in which the Haar cascade finds that face only.
+FACE_CROP = (slice(0, 300), slice(100, 400))
+
+
+def run_cli(*args, cwd):
+    """detect.py as a user runs it; OMP_NUM_THREADS=1 keeps it light on a small machine."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, DETECT_PY, *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def check_record(record, width, height, frame=None):
+    """The exact JSON schema: keys, types, 68 (x, y) pairs of plain numbers per face."""
+    assert set(record) == RECORD_KEYS | ({"frame"} if frame is not None else set())
+    assert (record["width"], record["height"]) == (width, height)
+    if frame is not None:
+        assert record["frame"] == frame and isinstance(record["frame"], int)
+    for face in record["faces"]:
+        assert set(face) == {"box", "keypoints"}
+        assert len(face["box"]) == 4 and all(isinstance(v, float) for v in face["box"])
+        assert len(face["keypoints"]) == 68
+        assert all(len(p) == 2 and all(isinstance(v, float) and np.isfinite(v) for v in p)
+                   for p in face["keypoints"])
+
+
+def box_centre(box):
+    x, y, w, h = box
+    return np.array([x + w / 2, y + h / 2])
+
+
+def astronaut_face():
+    """The cropped astronaut (RGB, 300 x 300) and the centre of its face, found by the detector."""
+    image = np.ascontiguousarray(data.astronaut()[FACE_CROP])
+    boxes = detect.FaceDetector()(detect.to_gray(image))
+    assert len(boxes) == 1, boxes
+    return image, box_centre(boxes[0])
+
+
+def write_rgb(path, rgb):
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return detect.KeypointDetector()
+
+
+# ---------------------------------------------------------------------------------------------
+# The library.
+
+def test_several_astronauts_one_result_each_in_place(detector):
+    face, centre = astronaut_face()
+    gap = 20  # 980 px wide: no downscaling for detection
+    canvas = np.full((face.shape[0] + 2 * gap, 3 * (face.shape[1] + gap) + gap, 3), 120, np.uint8)
+    origins = [np.array([gap + i * (face.shape[1] + gap), gap]) for i in range(3)]
+    for x, y in origins:
+        canvas[y:y + face.shape[0], x:x + face.shape[1]] = face
+    faces = detector.detect(canvas)
+    assert len(faces) == 3
+    side = faces[0].box[2]
+    for origin in origins:
+        found = [f for f in faces if np.linalg.norm(box_centre(f.box) - (origin + centre)) < 0.2 * side]
+        assert len(found) == 1, f"no single face near {origin + centre}"
+        assert found[0].keypoints.shape == (68, 2)
+        assert np.linalg.norm(found[0].keypoints.mean(0) - (origin + centre)) < 0.5 * side
+
+
+def test_composed_test_set_faces_found_in_place(dataset_dir, detector):
+    """Three labelled test faces pasted side by side: one result per face, keypoints near the labels."""
+    frame = read_keypoints_csv(data_path("test_frames_keypoints.csv"))
+    pasted, height = [], 220
+    for name, values in zip(frame.iloc[:, 0], frame.iloc[:, 1:].to_numpy(float), strict=True):
+        image = load_image(data_path("test", name))
+        scale = height / image.shape[0]
+        image = cv2.resize(image, (round(image.shape[1] * scale), height), interpolation=cv2.INTER_AREA)
+        if len(detector.face_detector(detect.to_gray(image))) == 1:  # clean single-face images
+            pasted.append((image, values.reshape(68, 2) * scale))
+        if len(pasted) == 3:
+            break
+    canvas = np.full((height, sum(p[0].shape[1] for p in pasted), 3), 127, np.uint8)
+    x, labels = 0, []
+    for image, keypoints in pasted:
+        canvas[:, x:x + image.shape[1]] = image
+        labels.append(keypoints + [x, 0])
+        x += image.shape[1]
+    faces = detector.detect(canvas)
+    assert len(faces) == 3
+    for truth in labels:
+        (x0, y0), (x1, y1) = truth.min(0), truth.max(0)
+        inside = [f for f in faces if x0 < box_centre(f.box)[0] < x1 and y0 < box_centre(f.box)[1] < y1]
+        assert len(inside) == 1
+        interocular = np.linalg.norm(truth[36] - truth[45])
+        error = np.linalg.norm(inside[0].keypoints - truth, axis=1).mean() / interocular
+        assert error < 0.25, f"keypoints far from the labelled face: NME {error:.2f}"
+
+
+def test_refine_recentres_a_badly_placed_box(detector):
+    """A detector box shifted by 15 % of its side: the second pass (crop from the box the first
+    keypoints imply) lands closer to the keypoints predicted from the detector's own box."""
+    face, _ = astronaut_face()
+    box = detector.face_detector(detect.to_gray(face))[0]
+    reference = detector.keypoints_for_boxes(face, [box])[0]
+    shifted = box + [0.15 * box[2], 0.15 * box[3], 0, 0]
+    once = detector.keypoints_for_boxes(face, [shifted], refine=False)[0]
+    refined = detector.keypoints_for_boxes(face, [shifted], refine=True)[0]
+    def error(points):
+        return np.linalg.norm(points - reference, axis=1).mean()
+
+    assert error(refined) < error(once)
+
+
+def test_one_euro_filter_smooths_noise_and_follows_steps():
+    rng = np.random.default_rng(0)
+    f = detect.OneEuroFilter(min_cutoff=1.0, beta=5.0)
+    noisy = np.array([[10.0, 20.0]]) + rng.normal(0, 0.5, (200, 1, 2))
+    out = np.stack([f(x, 1 / 30, scale=100) for x in noisy])
+    assert out[50:].std(0).max() < 0.5 * noisy[50:].std(0).min()
+    assert np.allclose(out[50:].mean(0), [[10, 20]], atol=0.2)
+    step = [f(np.array([[40.0, 20.0]]), 1 / 30, scale=100)[0, 0] for _ in range(30)]
+    assert 10 < step[0] < 40 and np.all(np.diff(step) >= 0) and step[-1] > 39  # no overshoot, no lag
+
+
+def test_box_iou():
+    a = np.array([[0, 0, 10, 10]])
+    iou = detect.box_iou(a, [[0, 0, 10, 10], [20, 20, 5, 5], [5, 0, 10, 10]])
+    assert np.allclose(iou, [[1.0, 0.0, 1 / 3]])
+
+
+def test_tracker_keeps_ids_detects_every_k_frames_and_smooths(detector):
+    """A still face through noisy frames: one track id throughout, the Haar cascade on every
+    k-th frame only, and less keypoint jitter with the One Euro filter than without."""
+    face, _ = astronaut_face()
+    rng = np.random.default_rng(1)
+    frames = [np.clip(face + rng.normal(0, 3, face.shape), 0, 255).astype(np.uint8) for _ in range(24)]
+    counts = {}
+    tracks = {}
+    for smooth in (False, True):
+        calls = []
+        tracker = detect.FaceTracker(detector, fps=30, detect_every=6, smooth=smooth)
+        detector.find_faces = lambda gray, calls=calls: calls.append(1) or type(detector).find_faces(
+            detector, gray)
+        try:
+            results = [tracker(frame) for frame in frames]
+        finally:
+            del detector.find_faces
+        counts[smooth] = len(calls)
+        assert all(len(r) == 1 for r in results)
+        assert len({r[0].track_id for r in results}) == 1
+        tracks[smooth] = np.stack([r[0].keypoints for r in results])
+    assert counts[False] == counts[True] == 4
+    jitter = {s: np.sqrt(k[4:].var(0).sum(-1)).mean() for s, k in tracks.items()}
+    assert jitter[True] < jitter[False]
+
+
+def test_outputs_never_overwrite_an_input(tmp_path):
+    (tmp_path / "photos").mkdir()
+    for name in ("a.png", "photos/b.png"):
+        write_rgb(tmp_path / name, np.zeros((8, 8, 3), np.uint8))
+    outputs = detect.Outputs(str(tmp_path), inputs=[str(tmp_path / "a.png"), str(tmp_path / "photos")])
+    first, second = outputs.path_for("a.png"), outputs.path_for("a.png")
+    assert len({first, second, str(tmp_path / "a.png")}) == 3
+    assert os.path.dirname(first) == str(tmp_path)
+    assert outputs.path_for("photos/b.png") != str(tmp_path / "photos" / "b.png")
+    assert outputs.path_for("c.png") == str(tmp_path / "c.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line.
+
+def test_cli_default_astronaut(tmp_path):
+    result = run_cli("--out", tmp_path / "out", "--json", tmp_path / "k.jsonl", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out_image = tmp_path / "out" / "astronaut.jpg"
+    assert str(out_image) in result.stdout
+    assert cv2.imread(str(out_image)).shape == (512, 512, 3)
+    [record] = read_jsonl(tmp_path / "k.jsonl")
+    check_record(record, 512, 512)
+    assert len(record["faces"]) >= 1
+    x, y, w, h = record["faces"][0]["box"]
+    points = np.array(record["faces"][0]["keypoints"])
+    assert np.all((points > [x - w / 2, y - h / 2]) & (points < [x + 1.5 * w, y + 1.5 * h]))
+
+
+def test_cli_given_image_and_no_face_image(tmp_path):
+    face, centre = astronaut_face()
+    write_rgb(tmp_path / "astro.png", face)
+    blank = np.tile(np.linspace(0, 255, 160).astype(np.uint8), (120, 1))
+    cv2.imwrite(str(tmp_path / "blank.jpg"), blank)
+    result = run_cli("astro.png", "blank.jpg", "--out", "out", "--json", "k.jsonl", "--no-flip", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    astro, empty = read_jsonl(tmp_path / "k.jsonl")
+    check_record(astro, 300, 300)
+    check_record(empty, 160, 120)
+    assert (astro["image"], empty["image"]) == ("astro.png", "blank.jpg")
+    assert len(astro["faces"]) == 1 and empty["faces"] == []
+    assert np.linalg.norm(box_centre(astro["faces"][0]["box"]) - centre) < 10
+    assert (tmp_path / "out" / "astro.png").is_file() and (tmp_path / "out" / "blank.jpg").is_file()
+
+
+def test_cli_bad_inputs_one_line_each_others_processed(tmp_path):
+    face, _ = astronaut_face()
+    write_rgb(tmp_path / "good1.png", face)
+    write_rgb(tmp_path / "good2.jpg", face)
+    jpeg = (tmp_path / "good2.jpg").read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(jpeg[:len(jpeg) // 2])
+    png = (tmp_path / "good1.png").read_bytes()
+    (tmp_path / "truncated.png").write_bytes(png[:len(png) // 2])
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a picture")
+    (tmp_path / "text.jpg").write_text("not a picture either")
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x01" * 500)
+    bad = ["missing.jpg", "notes.txt", "empty.jpg", "truncated.jpg", "truncated.png", "text.jpg",
+           "broken.mp4", "no_such_folder/"]
+    result = run_cli("good1.png", *bad, "good2.jpg", "--out", "out", "--json", "k.jsonl", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == len(bad), result.stderr
+    for name, line in zip(bad, lines, strict=True):
+        assert name in line, f"{name}: not named in {line!r}"
+    records = read_jsonl(tmp_path / "k.jsonl")
+    assert [r["image"] for r in records] == ["good1.png", "good2.jpg"]
+    assert all(len(r["faces"]) == 1 for r in records)
+
+
+def test_cli_bad_model_file(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"not a model")
+    write_rgb(tmp_path / "a.png", np.zeros((40, 40, 3), np.uint8))
+    result = run_cli("a.png", "--model", "bad.pt", "--out", "out", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bad.pt" in lines[0], result.stderr
+
+
+def test_cli_folder_of_gray_rgba_16bit_images(tmp_path):
+    """A folder searched recursively; grayscale, RGBA and 16-bit PNGs all give the face."""
+    face, centre = astronaut_face()
+    bgr = cv2.cvtColor(face, cv2.COLOR_RGB2BGR)
+    (tmp_path / "photos" / "sub").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "photos" / "gray.png"), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(tmp_path / "photos" / "sub" / "rgba.png"), cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA))
+    cv2.imwrite(str(tmp_path / "photos" / "sub" / "deep16.png"), bgr.astype(np.uint16) * 257)
+    (tmp_path / "photos" / "readme.txt").write_text("ignored: not an image")
+    result = run_cli("photos", "--out", "out", "--json", "k.jsonl", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    records = read_jsonl(tmp_path / "k.jsonl")
+    assert sorted(r["image"] for r in records) == sorted(
+        os.path.join("photos", p) for p in ("gray.png", "sub/rgba.png", "sub/deep16.png"))
+    for record in records:
+        check_record(record, 300, 300)
+        assert len(record["faces"]) == 1, record["image"]
+        assert np.linalg.norm(box_centre(record["faces"][0]["box"]) - centre) < 10
+    for name in ("gray.png", "sub/rgba.png", "sub/deep16.png"):  # annotated copies mirror the folder
+        assert (tmp_path / "out" / "photos" / name).is_file()
+
+
+def test_cli_video_round_trip(tmp_path):
+    face, _ = astronaut_face()
+    face = cv2.cvtColor(cv2.resize(face, (240, 240), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR)
+    writer = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25, (240, 240))
+    n_frames = 8
+    for i in range(n_frames):
+        writer.write(cv2.warpAffine(face, np.float32([[1, 0, i], [0, 1, 0]]), (240, 240),
+                                    borderMode=cv2.BORDER_REPLICATE))
+    writer.release()
+    result = run_cli("clip.mp4", "--out", "out", "--json", "k.jsonl", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    records = read_jsonl(tmp_path / "k.jsonl")
+    assert len(records) == n_frames
+    for i, record in enumerate(records):
+        check_record(record, 240, 240, frame=i)
+        assert record["image"] == "clip.mp4"
+        assert len(record["faces"]) == 1
+    capture = cv2.VideoCapture(str(tmp_path / "out" / "clip.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == n_frames
+    capture.release()

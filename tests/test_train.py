@@ -1,0 +1,132 @@
+"""Training: the network can learn, checkpoints resume where they stopped, saved models check out."""
+
+import os
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import train
+from data_load import FaceCropAugment
+from models import ModelFileError, Net, build_model, load_model, save_model
+
+
+def make_dataset(root, n_images=12, people=6, size=96, seed=0):
+    """A tiny course-layout dataset: textured faces (a drawn ellipse, eyes, mouth) and labels."""
+    rng = np.random.default_rng(seed)
+    mean_face = np.stack([np.cos(np.linspace(0, 2 * np.pi, 68, endpoint=False)),
+                          np.sin(np.linspace(0, 2 * np.pi, 68, endpoint=False))], 1)
+    os.makedirs(root / "training")
+    rows = []
+    for i in range(n_images):
+        image = (rng.random((size, size, 3)) * 60).astype(np.uint8)
+        centre = size / 2 + rng.uniform(-5, 5, 2)
+        keypoints = centre + mean_face * rng.uniform(22, 28) * [1, 1.2]
+        cv2.ellipse(image, tuple(int(v) for v in centre), (26, 32), 0, 0, 360, (200, 180, 160), -1)
+        for k in keypoints[::4]:
+            cv2.circle(image, tuple(int(round(v)) for v in k), 2, (20, 20, 20), -1)
+        name = f"Person_{i % people}_{i:02d}.jpg"
+        cv2.imwrite(str(root / "training" / name), image)
+        rows.append([name, *keypoints.ravel()])
+    pd.DataFrame(rows, columns=[""] + [str(i) for i in range(136)]).to_csv(
+        root / "training_frames_keypoints.csv", index=False)
+    return root
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    return make_dataset(tmp_path / "data")
+
+
+def test_tiny_model_overfits_a_handful_of_samples(tiny_data):
+    torch.manual_seed(0)
+    args = train.parse_args(["--data", str(tiny_data), "--input-size", "48", "--no-augment",
+                             "--val-fraction", "0"])
+    train_set, _ = train.build_datasets(args)
+    images = torch.stack([train_set[i][0] for i in range(8)])
+    targets = torch.stack([torch.as_tensor(train_set[i][1]) for i in range(8)]).float()
+    model = build_model("net", 48)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        loss = train.wing_loss(model(images).view(-1, 68, 2), targets, scale=24)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0], (losses[0], losses[-1])
+
+
+def test_training_run_writes_checkpoint_and_resume_continues_from_same_step(tiny_data, tmp_path):
+    out = str(tmp_path / "model.pt")
+    common = ["--data", str(tiny_data), "--input-size", "48", "--batch-size", "4", "--out", out,
+              "--no-progress", "--val-fraction", "0.34"]
+    first = train.main(common + ["--epochs", "1"])
+    ckpt = torch.load(out + ".ckpt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["step"] == first[-1]["step"] > 0
+    assert os.path.isfile(out) and os.path.isfile(str(tmp_path / "model_curves.png"))
+
+    resumed = train.main(common + ["--epochs", "2", "--resume"])
+    assert [h["epoch"] for h in resumed] == [1, 2]
+    assert resumed[0] == first[0]                        # history carried over, not retrained
+    assert resumed[1]["step"] == 2 * first[-1]["step"]   # continued from the saved step
+    model, meta = load_model(out)
+    assert meta["steps"] == resumed[1]["step"] and meta["input_size"] == 48
+
+
+def test_losses_are_zero_at_the_target_and_grow_with_error():
+    target = torch.zeros(2, 68, 2)
+    for name in ("wing", "mse", "l1"):
+        assert train.keypoint_loss(name, target, target, 112).item() == 0
+        small = train.keypoint_loss(name, target + 0.01, target, 112).item()
+        large = train.keypoint_loss(name, target + 0.1, target, 112).item()
+        assert 0 < small < large
+    with pytest.raises(ValueError):
+        train.keypoint_loss("huber", target, target, 112)
+
+
+def test_split_holds_out_whole_people(tiny_data):
+    train_idx, val_idx = train.split_by_person(str(tiny_data / "training_frames_keypoints.csv"), 0.34, 0)
+    names = pd.read_csv(tiny_data / "training_frames_keypoints.csv").iloc[:, 0]
+    people = lambda idx: {names[i].rsplit("_", 1)[0] for i in idx}  # noqa: E731
+    assert val_idx and train_idx and not people(train_idx) & people(val_idx)
+    assert sorted(train_idx + val_idx) == list(range(len(names)))
+
+
+def test_missing_data_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--data", str(tmp_path / "nowhere"), "--no-progress"])
+    assert "no such file" in str(exit_info.value) and "\n" not in str(exit_info.value)
+
+
+def test_model_file_checks(tmp_path):
+    path = str(tmp_path / "m.pt")
+    save_model(Net(), path, {"arch": "net", "input_size": 112})
+    model, meta = load_model(path)
+    assert meta["arch"] == "net" and not model.training
+
+    save_model(Net(widths=(8, 16, 24, 48, 96)), path, {"arch": "net", "input_size": 112})
+    with pytest.raises(ModelFileError, match="does not match the architecture"):
+        load_model(path)
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(ModelFileError, match="not a readable model file"):
+        load_model(str(tmp_path / "junk.pt"))
+    with pytest.raises(ModelFileError, match="no such model file"):
+        load_model(str(tmp_path / "absent.pt"))
+
+
+def test_shipped_model_loads_and_predicts_inside_the_crop(dataset_dir):
+    model, meta = load_model("saved_models/keypoints_model.pt")
+    assert os.path.getsize("saved_models/keypoints_model.pt") < 5_000_000
+    frame = pd.read_csv(os.path.join(dataset_dir, "test_frames_keypoints.csv"))
+    crop = FaceCropAugment(meta["input_size"], train=False)
+    for i in range(5):
+        gray = cv2.imread(os.path.join(dataset_dir, "test", frame.iloc[i, 0]), cv2.IMREAD_GRAYSCALE)
+        image, target = crop(gray, frame.iloc[i, 1:].to_numpy(float).reshape(-1, 2))
+        with torch.no_grad():
+            pred = model(image[None]).view(68, 2)
+        assert torch.isfinite(pred).all() and pred.abs().max() < 1.0
+        # a trained model lands near the labels (NME-scale check, loose so a better model passes too)
+        assert (pred - target).norm(dim=1).mean() < 0.2
