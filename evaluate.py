@@ -3,6 +3,7 @@
     python evaluate.py                                   # shipped model, pipeline protocol, test split
     python evaluate.py --protocol crop --plot ced.png
     python evaluate.py --csv my.csv --images my_images/ --model saved_models/other.pt
+    python evaluate.py --backend onnx                    # the exported model on onnxruntime
 
 Protocols:
   pipeline      Haar detector -> crop -> CNN, exactly what detect.py does; a face the detector
@@ -23,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_load import REGIONS, DataError, data_path, keypoints_to_box, load_image, read_keypoints_csv
-from detect import DEFAULT_MODEL, KeypointDetector, to_gray
+from detect import BACKENDS, KeypointDetector, to_gray
 from models import ModelFileError
 
 AUC_LIMIT = 0.08
@@ -143,9 +144,10 @@ def predict_dataset(detector, csv_file, images_dir, protocol="pipeline", progres
 
 
 def evaluate(model_path=None, protocol="pipeline", csv_file=None, images_dir=None, flip_average=True,
-             progress=True):
-    """Load the model, predict the labelled set, return the metrics dict (see summarize)."""
-    detector = KeypointDetector(model_path or DEFAULT_MODEL, flip_average=flip_average)
+             progress=True, backend="torch"):
+    """Load the model, predict the labelled set, return the metrics dict (see summarize).
+    `backend` "onnx" runs the .onnx model on onnxruntime (detect.KeypointDetector)."""
+    detector = KeypointDetector(model_path, flip_average=flip_average, backend=backend)
     csv_file = csv_file or data_path("test_frames_keypoints.csv")
     images_dir = images_dir or data_path("test")
     pred, gt, seconds = predict_dataset(detector, csv_file, images_dir, protocol, progress)
@@ -157,6 +159,8 @@ def evaluate(model_path=None, protocol="pipeline", csv_file=None, images_dir=Non
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Evaluate a facial keypoint model.")
     parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
+    parser.add_argument("--backend", default="torch", choices=list(BACKENDS),
+                        help="run the network on PyTorch (.pt) or onnxruntime (.onnx)")
     parser.add_argument("--protocol", default="pipeline", choices=["pipeline", "crop", "labelled-box"])
     parser.add_argument("--csv", default=None, help="labelled CSV (default: the test split)")
     parser.add_argument("--images", default=None, help="folder of the CSV's images")
@@ -164,7 +168,8 @@ def main(argv=None):
     parser.add_argument("--plot", default=None, help="write the CED plot to this PNG")
     args = parser.parse_args(argv)
     try:
-        m = evaluate(args.model, args.protocol, args.csv, args.images, flip_average=not args.no_flip)
+        m = evaluate(args.model, args.protocol, args.csv, args.images, flip_average=not args.no_flip,
+                     backend=args.backend)
     except (DataError, ModelFileError) as e:
         sys.exit(f"evaluate.py: {e}")
     print(format_summary(f"{args.protocol}", m))

@@ -13,6 +13,7 @@ metadata and a PNG of the curves.
 """
 
 import argparse
+import datetime
 import math
 import os
 import sys
@@ -41,7 +42,7 @@ DEFAULTS = dict(
     arch="net",            # models.ARCHITECTURES
     input_size=112,        # crop side in pixels
     dropout=None,          # override the model's dropout (Net: 0.0)
-    epochs=60,
+    epochs=80,
     batch_size=64,         # global batch, split over processes under torchrun
     loss="wing",           # wing | mse | l1
     lr=3e-3,
@@ -58,6 +59,7 @@ DEFAULTS = dict(
     checkpoint=None,       # default: <out>.ckpt
     resume=False,
     progress=True,
+    rank_dump=None,        # tests: each process saves its final weights and step losses to DIR/rank<R>.pt
 )
 
 
@@ -72,6 +74,9 @@ def parse_args(argv=None):
             kind = float if name == "dropout" else type(default) if default is not None else str
             parser.add_argument(flag, type=kind, default=default)
     args = parser.parse_args(argv)
+    # The command line this run stands for, recorded in the model's metadata (also when a
+    # notebook calls train.main([...]) instead of the shell running train.py).
+    args.command = " ".join(["python train.py", *(sys.argv[1:] if argv is None else argv)])
     args.data = args.data or data_dir()
     args.checkpoint = args.checkpoint or args.out + ".ckpt"
     return args
@@ -121,12 +126,12 @@ def build_datasets(args, progress=False):
 
 
 @torch.no_grad()
-def validation_nme(model, val_set, batch_size=256):
+def validation_nme(model, val_set, batch_size=256, device="cpu"):
     """Mean NME (%) on the validation crops (NME is scale-free, so crop coordinates do)."""
     model.eval()
     errors = []
     for images, targets in DataLoader(val_set, batch_size=batch_size):
-        pred = model(images).view(-1, 68, 2)
+        pred = model(images.to(device)).view(-1, 68, 2).cpu()
         errors.append(nme_per_face(pred.numpy(), targets.numpy()))
     model.train()
     return 100 * float(np.concatenate(errors).mean())
@@ -141,17 +146,44 @@ def lr_at(step, total_steps, warmup_steps, base_lr):
 
 
 def setup_distributed():
-    """(rank, world_size, device): torchrun sets WORLD_SIZE; gloo on CPU, nccl on GPU."""
+    """(rank, world_size, device): torchrun sets WORLD_SIZE; gloo on CPU, nccl on GPU.
+
+    Only rank 0 validates and saves; meanwhile the other ranks wait in the next step's collective
+    (DDP's buffer broadcast). That takes seconds here; the timeout, 30 minutes for both backends
+    (NCCL's default is 10), is how long a rank may wait before the run is declared dead.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if world_size == 1:
         return 0, 1, torch.device("cpu")
     use_cuda = torch.cuda.is_available()
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=30))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
     return dist.get_rank(), world_size, device
+
+
+def load_checkpoint(path, rank, world_size):
+    """The checkpoint dict, or None when there is none. Rank 0 reads it and sends it to the other
+    ranks: only rank 0 writes checkpoints, so on several machines only its machine has the file."""
+    ckpt = None
+    if rank == 0 and os.path.isfile(path):
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if world_size > 1:
+        box = [ckpt]
+        dist.broadcast_object_list(box, src=0)
+        ckpt = box[0]
+    return ckpt
+
+
+def mean_over_ranks(value, world_size, device):
+    """The mean of a number over all processes (each process's own value when alone)."""
+    if world_size == 1:
+        return float(value)
+    total = torch.tensor(float(value), dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.item() / world_size
 
 
 def save_checkpoint(path, **state):
@@ -184,13 +216,15 @@ def train(args):
     master = rank == 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed + rank)  # augmentation draws differ per process
+    if args.batch_size % world_size:
+        raise ValueError(f"--batch-size {args.batch_size} must divide by the {world_size} processes")
+    # Augmentation draws (NumPy: crop, rotation; torch: flip, colour) differ per process. The
+    # weights start equal anyway: DDP copies rank 0's (seeded as a single process) to every rank.
+    torch.manual_seed(args.seed + rank)
+    np.random.seed(args.seed + rank)
 
     t0 = time.time()
     train_set, val_set = build_datasets(args, progress=args.progress and master)
-    if args.batch_size % world_size:
-        raise ValueError(f"--batch-size {args.batch_size} must divide by the {world_size} processes")
     sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True,
                                  seed=args.seed, drop_last=True)
     loader = DataLoader(train_set, batch_size=args.batch_size // world_size, sampler=sampler, drop_last=True)
@@ -205,8 +239,8 @@ def train(args):
     model = build_model(args.arch, args.input_size, **model_options).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     start_epoch, step, history = 0, 0, []
-    if args.resume and os.path.isfile(args.checkpoint):
-        ckpt = torch.load(args.checkpoint, map_location=device, weights_only=True)
+    ckpt = load_checkpoint(args.checkpoint, rank, world_size) if args.resume else None
+    if ckpt:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, step, history = ckpt["epoch"], ckpt["step"], ckpt["history"]
@@ -220,6 +254,7 @@ def train(args):
               f"{steps_per_epoch} steps per epoch (data ready in {time.time() - t0:.0f}s)")
 
     warmup_steps = args.warmup_epochs * steps_per_epoch
+    step_losses = []  # this process's loss at every step, for --rank-dump
     model.train()
     for epoch in range(start_epoch, args.epochs):
         if step >= total_steps:
@@ -239,12 +274,14 @@ def train(args):
             optimizer.step()
             losses.append(loss.item())
             step += 1
+            step_losses.append((step, losses[-1]))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
             if step >= total_steps:
                 break
+        epoch_loss = mean_over_ranks(np.mean(losses), world_size, device)  # every rank takes part
         if master:
-            val_nme = validation_nme(model, val_set) if val_set else float("nan")
-            history.append(dict(epoch=epoch + 1, step=step, loss=float(np.mean(losses)), val_nme=val_nme,
+            val_nme = validation_nme(model, val_set, device=device) if val_set else float("nan")
+            history.append(dict(epoch=epoch + 1, step=step, loss=epoch_loss, val_nme=val_nme,
                                 lr=lr, seconds=time.time() - epoch_start))
             print(f"epoch {epoch + 1:3d}/{args.epochs}  loss {history[-1]['loss']:.4f}  "
                   f"val NME {val_nme:.2f}%  lr {lr:.2e}  {history[-1]['seconds']:.1f}s", flush=True)
@@ -259,13 +296,17 @@ def train(args):
                     keypoint_norm="(p - (input_size - 1) / 2) / ((input_size - 1) / 2), crop pixels",
                     epochs=args.epochs, steps=step, train_seconds=round(train_seconds, 1),
                     val_nme=history[-1]["val_nme"] if history else None,
-                    command="python " + " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+                    command=args.command,
                     world_size=world_size, torch=str(torch.__version__),
                     created=time.strftime("%Y-%m-%d %H:%M:%S"))
         save_model(model, args.out, meta)
         if history:
             plot_curves(history, os.path.splitext(args.out)[0] + "_curves.png")
         print(f"saved {args.out} ({train_seconds / 60:.1f} min, final val NME {meta['val_nme']:.2f}%)")
+    if args.rank_dump:
+        parameters = {name: p.detach() for name, p in model.named_parameters()}
+        save_checkpoint(os.path.join(args.rank_dump, f"rank{rank}.pt"), world_size=world_size,
+                        parameters=parameters, step_losses=step_losses)
     if world_size > 1:
         dist.barrier()
         dist.destroy_process_group()

@@ -1,0 +1,168 @@
+"""ONNX deployment: export.py writes a model onnxruntime runs like PyTorch, and the onnx backend of
+detect.py and evaluate.py runs the same pipeline without importing PyTorch."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import data_load
+import detect
+import evaluate
+import export
+import face_crop
+from models import Net, save_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED_PT = os.path.join(ROOT, "saved_models", "keypoints_model.pt")
+SHIPPED_ONNX = os.path.join(ROOT, "saved_models", "keypoints_model.onnx")
+
+
+def python(code, timeout=300):
+    """Run Python code in a fresh interpreter from the repository root; returns the result."""
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def keep_torch_random_state():
+    """Leave PyTorch's global random state as this module found it (building a model draws from
+    it): tests of other modules draw their random models from it."""
+    with torch.random.fork_rng():
+        yield
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """A small untrained Net saved like train.py saves one, and its ONNX export (random check
+    crops: FKP_DATA points nowhere)."""
+    tmp = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    options = {"widths": [4, 8, 8, 16, 16], "hidden": 32}  # a list: metadata values are JSON
+    meta = {"arch": "net", "input_size": 48, "model_options": options, "crop_margin": 1.3,
+            "crop_shift": 0.1, "pixel_scale": "gray / 255", "val_nme": None}
+    pt, onnx_path = str(tmp / "small.pt"), str(tmp / "out" / "small.onnx")
+    save_model(Net(48, **options), pt, meta)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FKP_DATA", str(tmp / "nowhere"))
+        difference = export.main(["--model", pt, "--out", onnx_path, "--crops", "6"])
+    return pt, onnx_path, meta, difference
+
+
+def test_export_writes_a_checked_onnx_model_with_its_metadata(small_model):
+    pt, onnx_path, meta, difference = small_model
+    assert 0 <= difference <= export.TOLERANCE
+    assert os.listdir(os.path.dirname(onnx_path)) == ["small.onnx"]  # no temporary file left
+    model = detect.OnnxModel(onnx_path)
+    for key, value in meta.items():
+        assert model.meta[key] == value, key
+    with open(pt, "rb") as f:
+        assert model.meta["source_sha256"] == hashlib.sha256(f.read()).hexdigest()
+
+
+def test_exported_model_takes_any_batch_size_and_matches_pytorch(small_model):
+    pt, onnx_path, _, _ = small_model
+    onnx_model, torch_model = detect.OnnxModel(onnx_path, threads=1), detect.TorchModel.load(pt)
+    crops = np.random.default_rng(1).random((5, 1, 48, 48), dtype=np.float32)
+    for batch in (crops[:1], crops):
+        out = onnx_model(batch)
+        assert out.shape == (len(batch), 136)
+        np.testing.assert_allclose(out, torch_model(batch), atol=export.TOLERANCE)
+    flip_onnx = detect.predict_normalized(onnx_model, crops, flip_average=True)
+    # a PyTorch module is accepted as well (bench.py passes detector.model)
+    flip_torch = detect.predict_normalized(torch_model.model, crops, flip_average=True)
+    assert flip_onnx.shape == (5, 68, 2)
+    np.testing.assert_allclose(flip_onnx, flip_torch, atol=export.TOLERANCE)
+
+
+def test_export_replaces_nothing_when_the_backends_disagree(small_model, tmp_path, monkeypatch):
+    pt = small_model[0]
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"the previous export")
+    monkeypatch.setenv("FKP_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(export, "max_difference", lambda *args: 0.5)
+    with pytest.raises(SystemExit) as exit_info:
+        export.main(["--model", pt, "--out", str(out), "--crops", "2"])
+    assert "differ" in str(exit_info.value) and "\n" not in str(exit_info.value)
+    assert out.read_bytes() == b"the previous export" and sorted(os.listdir(tmp_path)) == ["m.onnx"]
+
+
+def test_export_of_a_bad_model_file_is_a_one_line_error(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    for path in (tmp_path / "junk.pt", tmp_path / "absent.pt"):
+        with pytest.raises(SystemExit) as exit_info:
+            export.main(["--model", str(path), "--out", str(tmp_path / "m.onnx")])
+        assert str(path) in str(exit_info.value) and "\n" not in str(exit_info.value)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_shipped_onnx_model_is_exported_from_the_shipped_model():
+    """saved_models/keypoints_model.onnx must follow keypoints_model.pt: `python export.py`."""
+    meta = detect.OnnxModel(SHIPPED_ONNX).meta
+    with open(SHIPPED_PT, "rb") as f:
+        assert meta["source_sha256"] == hashlib.sha256(f.read()).hexdigest(), \
+            "saved_models/keypoints_model.onnx is out of date: run `python export.py`"
+
+
+def test_onnx_backend_runs_the_pipeline_without_pytorch():
+    """Detection, refinement, flip averaging and video tracking on onnxruntime, in a fresh
+    interpreter that never imports torch; the keypoints match the torch backend's."""
+    result = python(
+        "import json, sys\n"
+        "from skimage import data\n"
+        "import detect\n"
+        "detector = detect.KeypointDetector(backend='onnx')\n"
+        "faces = detector.detect(data.astronaut())\n"
+        "refined = detect.KeypointDetector(backend='onnx', refine=True).detect(data.astronaut())\n"
+        "tracker = detect.FaceTracker(detector)\n"
+        "tracked = [tracker(data.astronaut()) for _ in range(3)][-1]\n"
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]\n"
+        "print(json.dumps([[f.keypoints.tolist() for f in r] for r in (faces, refined, tracked)]))\n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    onnx_faces, onnx_refined, onnx_tracked = (np.array(r) for r in json.loads(result.stdout))
+    assert onnx_faces.shape == (1, 68, 2) and onnx_refined.shape == (1, 68, 2) and len(onnx_tracked) == 1
+    from skimage import data
+    torch_faces = detect.KeypointDetector().detect(data.astronaut())
+    torch_refined = detect.KeypointDetector(refine=True).detect(data.astronaut())
+    # 1e-4 in normalised coordinates is ~0.01 px on this face; the crop matrices are the same
+    np.testing.assert_allclose(onnx_faces[0], torch_faces[0].keypoints, atol=0.05)
+    np.testing.assert_allclose(onnx_refined[0], torch_refined[0].keypoints, atol=0.05)
+
+
+def test_face_crop_needs_no_pytorch_and_data_load_reexports_it():
+    result = python("import sys, face_crop; assert 'torch' not in sys.modules")
+    assert result.returncode == 0, result.stderr
+    names = ["crop_matrix", "warp_face", "keypoints_to_box", "load_image", "DataError", "FLIP_PERMUTATION",
+             "CROP_MARGIN", "HAAR_BOX_SPREAD", "IMAGE_EXTENSIONS", "normalize_keypoints"]
+    for name in names:
+        assert getattr(data_load, name) is getattr(face_crop, name), name
+
+
+def test_detect_cli_onnx_backend_and_a_missing_onnx_model(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "detect.py"), "--backend", "onnx", "--out",
+                          str(tmp_path / "out"), "--json", str(tmp_path / "k.jsonl")],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    with open(tmp_path / "k.jsonl") as f:
+        record = json.loads(f.readline())
+    assert record["image"] == "skimage.data.astronaut" and len(record["faces"]) == 1
+    missing = tmp_path / "absent.onnx"
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "detect.py"), "--backend", "onnx", "--model",
+                          str(missing)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1
+    assert run.stderr.count("\n") == 1 and str(missing) in run.stderr and "export.py" in run.stderr
+
+
+def test_evaluate_gives_the_same_predictions_on_both_backends(tiny_dataset):
+    folder, _ = tiny_dataset
+    csv_file, images = os.path.join(folder, "test_frames_keypoints.csv"), os.path.join(folder, "test")
+    results = {backend: evaluate.evaluate(protocol="labelled-box", csv_file=csv_file, images_dir=images,
+                                          progress=False, backend=backend) for backend in ("torch", "onnx")}
+    assert np.isfinite(results["onnx"]["pred"]).all()
+    np.testing.assert_allclose(results["onnx"]["pred"], results["torch"]["pred"], atol=0.05)
