@@ -61,4 +61,4 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/pip install --disable-pip-version-check -r requirements-bench.txt
-	$(PY) bench.py
+	$(PY) bench.py $(ARGS)

@@ -377,7 +377,7 @@ def speed_rows(latency, detection, fps, training):
              speed_ratio(latency[key], latency["dlib"])]
             for key, label in (("cnn", "landmarks per face: CNN forward"),
                                ("cnn_flip", "landmarks per face: CNN forward + flip average"),
-                               ("face", "landmarks per face: crop + CNN + flip + to pixels"))]
+                               ("face", "landmarks per face: whole step (2 crops, flip, to pixels)"))]
     rows += [[label, ms(1e3 * detection["haar"]), ms(1e3 * detection[key]),
               speed_ratio(detection["haar"], detection[key])]
              for key, label in (("dlib", "face detection per frame (dlib on RGB)"),
@@ -466,7 +466,9 @@ Landmark latency: median over {args.repeats} calls at batch 1 after warm-up, on 
 image, one face), decoded with `cv2.imdecode`; no drawing. Detection: median time on each clip's
 first frame. dlib gets the RGB frame, as its documentation does, and in the accuracy table; its
 HOG detector on the gray frame is shown too. "video tracking" is detect.py's `FaceTracker`: the
-Haar cascade every 5th frame, each face's box taken from its keypoints in between. Training
+Haar cascade every 10th frame, each face's box taken from its keypoints in between. The
+"whole step" landmark row is detect.py's default per face: the crop from the detector box and a
+second crop from the box its first keypoints imply (refine), each with flip averaging. Training
 throughput is shown on one thread and on PyTorch's default thread count (what `python train.py`
 uses); on a machine busy with other work, several threads can be slower than one.
 

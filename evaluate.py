@@ -77,10 +77,9 @@ def format_summary(name, m):
 
 def plot_ced(curves, path, limit=0.10):
     """One cumulative-error-distribution plot; `curves` maps a label to per-face errors."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    from matplotlib.figure import Figure  # not pyplot: works headless and leaves notebooks' plots alone
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.subplots()
     x = np.linspace(0, limit, 400)
     for label, errors in curves.items():
         errors = np.asarray(errors)
@@ -92,7 +91,6 @@ def plot_ced(curves, path, limit=0.10):
     fig.tight_layout()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def matching_box(boxes, gt_keypoints):

@@ -194,10 +194,10 @@ def save_checkpoint(path, **state):
 
 
 def plot_curves(history, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    # A bare Figure, not pyplot: no GUI backend needed, and a notebook's inline plots keep working.
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(10, 3.5))
+    ax1, ax2 = fig.subplots(1, 2)
     epochs = [h["epoch"] for h in history]
     ax1.plot(epochs, [h["loss"] for h in history])
     ax1.set(xlabel="epoch", ylabel="training loss", title="Training loss", yscale="log")
@@ -207,7 +207,6 @@ def plot_curves(history, path):
     fig.tight_layout()
     fig.savefig(path + ".tmp.png", dpi=100)
     os.replace(path + ".tmp.png", path)
-    plt.close(fig)
 
 
 def train(args):
