@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -47,7 +46,8 @@ from face_crop import (
     denormalize_keypoints,
     invert_matrix,
     keypoints_to_box,
-    to_rgb,
+    load_image,
+    native_stderr_captured,
     transform_points,
     warp_face,
 )
@@ -380,41 +380,6 @@ class FaceTracker:
 # ---------------------------------------------------------------------------------------------
 # Reading inputs. Bad input is a DataError: one line naming the input and the reason.
 
-@contextmanager
-def native_stderr_captured():
-    """Collect what C libraries (libjpeg, libpng, FFmpeg) print on file descriptor 2 during the
-    block, so that a bad file gives our one-line message instead of theirs; yields a list that
-    holds the captured text after the block."""
-    captured = []
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            captured.append(sink.read().decode(errors="replace"))
-
-
-def read_image(path):
-    """An image file as HxWx3 uint8 RGB (data_load.to_rgb decodes gray, RGBA and 16 bit); empty,
-    truncated and undecodable files raise DataError."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file")
-    if os.path.getsize(path) == 0:
-        raise DataError(f"{path}: empty file")
-    with native_stderr_captured() as messages:
-        image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise DataError(f"{path}: not a readable image (corrupt or truncated file)")
-    if "Premature end of JPEG file" in messages[0]:  # libjpeg fills the missing part with gray
-        raise DataError(f"{path}: truncated JPEG file")
-    return to_rgb(image, path)
-
-
 def open_video(source, name):
     """cv2.VideoCapture of a file or camera index, checked to deliver a first frame; returns the
     capture and that frame (BGR)."""
@@ -631,7 +596,7 @@ def run_inputs(args, detector, outputs):
         try:
             kind = input_kind(path)
             if kind == "image":
-                n, out_path = process_image(detector, outputs, read_image(path), path,
+                n, out_path = process_image(detector, outputs, load_image(path), path,
                                             os.path.basename(path))
                 print(f"{path}: {n} face{'s' * (n != 1)} -> {out_path}")
             elif kind == "video":
@@ -647,7 +612,7 @@ def run_inputs(args, detector, outputs):
                 for image_path in tqdm(images, desc=folder_name, unit="image", disable=None):
                     try:
                         relative = os.path.join(folder_name, os.path.relpath(image_path, path))
-                        faces += process_image(detector, outputs, read_image(image_path), image_path,
+                        faces += process_image(detector, outputs, load_image(image_path), image_path,
                                                relative)[0]
                     except (DataError, OSError, cv2.error) as e:
                         fail(e)

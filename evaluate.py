@@ -121,10 +121,10 @@ def predict_dataset(detector, csv_file, images_dir, protocol="pipeline", progres
     pred = np.full_like(gt, np.nan)
     seconds = {"detection": 0.0, "cnn": 0.0}
     for i, name in enumerate(tqdm(frame.iloc[:, 0], desc=f"evaluate ({protocol})", disable=not progress)):
-        image = load_image(os.path.join(images_dir, name))
+        image = to_gray(load_image(os.path.join(images_dir, name)))  # once; every step takes gray
         t = time.perf_counter()
         if protocol == "pipeline":
-            boxes = detector.face_detector(to_gray(image))
+            boxes = detector.face_detector(image)
             box = matching_box(boxes, gt[i])
         elif protocol == "crop":
             box = whole_image_box(image.shape[1], image.shape[0], detector.margin, detector.shift)

@@ -9,6 +9,9 @@ keeps working). The one crop that training and detection share:
 """
 
 import os
+import sys
+import tempfile
+from contextlib import contextmanager
 
 import cv2
 import numpy as np
@@ -57,13 +60,38 @@ def to_rgb(image, source="image"):
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+@contextmanager
+def native_stderr_captured():
+    """Collect what C libraries (libjpeg, libpng, FFmpeg) print on file descriptor 2 during the
+    block, so that a bad file gives our one-line message instead of theirs; yields a list that
+    holds the captured text after the block."""
+    captured = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.append(sink.read().decode(errors="replace"))
+
+
 def load_image(path):
-    """Read an image file as HxWx3 uint8 RGB; grayscale, RGBA, palette and 16-bit all work."""
+    """Read an image file as HxWx3 uint8 RGB; grayscale, RGBA, palette and 16-bit all work.
+    Missing, empty, truncated and undecodable files raise DataError naming the file."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file")
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)  # palette images come back as BGR(A)
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path}: empty file")
+    with native_stderr_captured() as messages:
+        image = cv2.imread(path, cv2.IMREAD_UNCHANGED)  # palette images come back as BGR(A)
     if image is None or image.size == 0:
-        raise DataError(f"{path}: not a readable image")
+        raise DataError(f"{path}: not a readable image (corrupt or truncated file)")
+    if "Premature end of JPEG file" in messages[0]:  # libjpeg fills the missing part with gray
+        raise DataError(f"{path}: truncated JPEG file")
     return to_rgb(image, path)
 
 

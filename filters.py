@@ -168,7 +168,8 @@ def filter_video(detector, source, name, out_dir, detect_every=5, smooth=True):
 
 def run_inputs(args, detector):
     """Filter every input; report each bad one on stderr and go on. Returns the error count."""
-    from detect import folder_images, input_kind, read_image
+    from detect import folder_images, input_kind
+    from face_crop import load_image
 
     errors = 0
 
@@ -195,7 +196,7 @@ def run_inputs(args, detector):
                 raise DataError(f"{path}: no images in this folder")
             for image_path in images:
                 try:
-                    print(filter_image(detector, read_image(image_path), image_path, args.filter, args.out))
+                    print(filter_image(detector, load_image(image_path), image_path, args.filter, args.out))
                 except (DataError, OSError, cv2.error) as e:
                     fail(e)
         except (DataError, OSError, cv2.error) as e:
