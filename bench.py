@@ -428,8 +428,12 @@ def package_versions():
 def describe_model(meta):
     """'arch net, epochs 60, val_nme 3.21, ...' from a model's metadata, the keys it has."""
     items = [(k, meta.get(k)) for k in ("arch", "epochs", "val_nme", "created")]
-    return ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+    text = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                      for k, v in items if v is not None)
+    commands = meta.get("command_history", [])
+    if len(commands) > 1:  # resumed or fine-tuned: the epochs above are the last command's
+        text += f", {len(commands)} training commands in its command_history"
+    return text
 
 
 def write_report(path, args, command, tables, plot_path, model_path, model_meta, machine, versions, faces,

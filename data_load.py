@@ -259,10 +259,12 @@ def identity_of(image_name):
 class CachedFaceDataset(Dataset):
     """Course-format data decoded once into memory (grayscale), cropped and augmented per sample.
 
-    `indices` selects rows of the CSV (e.g. a validation split by identity).
+    `indices` selects rows of the CSV (e.g. a validation split by identity); `augment_options` go
+    to FaceCropAugment (e.g. rotation=10.0).
     """
 
-    def __init__(self, csv_file, root_dir, size, train=True, indices=None, progress=False):
+    def __init__(self, csv_file, root_dir, size, train=True, indices=None, progress=False,
+                 **augment_options):
         frame = read_keypoints_csv(csv_file)
         if indices is not None:
             frame = frame.iloc[list(indices)]
@@ -274,7 +276,7 @@ class CachedFaceDataset(Dataset):
             names = tqdm(names, desc=f"decoding {os.path.basename(root_dir.rstrip('/'))}", leave=False)
         self.images = [cv2.cvtColor(load_image(os.path.join(root_dir, n)), cv2.COLOR_RGB2GRAY)
                        for n in names]
-        self.transform = FaceCropAugment(size, train=train)
+        self.transform = FaceCropAugment(size, train=train, **augment_options)
 
     def __len__(self):
         return len(self.names)

@@ -238,6 +238,8 @@ def test_machine_description_and_model_line():
     assert {"CPU", "cores", "memory", "OS"} <= set(machine) and all(machine.values())
     line = bench.describe_model({"arch": "net", "val_nme": 3.14159, "input_size": 112})
     assert line == "arch net, val_nme 3.14"
+    tuned = bench.describe_model({"arch": "net", "epochs": 5, "val_nme": None, "command_history": ["a", "b"]})
+    assert tuned == "arch net, epochs 5, 2 training commands in its command_history"
 
 
 @pytest.mark.parametrize("argv", [["--limit", "-1"], ["--threads", "0"], ["--repeats", "0"]])

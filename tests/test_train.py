@@ -76,6 +76,48 @@ def test_training_run_writes_checkpoint_and_resume_continues_from_same_step(tiny
     assert meta["steps"] == resumed[1]["step"] and meta["input_size"] == 48
 
 
+def test_shape_and_augment_options_reach_the_saved_model(tiny_data, tmp_path):
+    out = str(tmp_path / "small.pt")
+    args = ["--data", str(tiny_data), "--input-size", "48", "--batch-size", "4", "--epochs", "1",
+            "--max-steps", "1", "--val-fraction", "0", "--widths", "8,8,16,16,32", "--hidden", "24",
+            "--rotation", "5", "--out", out, "--no-progress"]
+    train.main(args)
+    model, meta = load_model(out)
+    assert meta["model_options"] == {"widths": [8, 8, 16, 16, 32], "hidden": 24}
+    assert model.features[0].weight.shape[0] == 8
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in Net(48).parameters())
+    train_set, _ = train.build_datasets(train.parse_args(args))
+    assert train_set.transform.rotation == 5.0
+
+
+def test_init_fine_tunes_a_saved_model_and_keeps_its_architecture(tiny_data, tmp_path):
+    first, second = str(tmp_path / "first.pt"), str(tmp_path / "second.pt")
+    common = ["--data", str(tiny_data), "--batch-size", "4", "--epochs", "1", "--max-steps", "1",
+              "--val-fraction", "0", "--no-progress"]
+    train.main(common + ["--input-size", "48", "--widths", "8,8,16,16,32", "--out", first])
+    # The saved model's architecture wins over the (default) --input-size and --widths here.
+    train.main(common + ["--init", first, "--lr", "1e-12", "--out", second])
+    (start, start_meta), (tuned, tuned_meta) = load_model(first), load_model(second)
+    assert tuned_meta["input_size"] == 48 and tuned_meta["model_options"] == start_meta["model_options"]
+    assert len(tuned_meta["command_history"]) == 2 and "--init" in tuned_meta["command_history"][1]
+    assert tuned_meta["val_nme"] is None                      # --val-fraction 0: nothing validated
+    # Started from, and (lr 1e-12) stayed at, the saved weights; batch-norm statistics do move.
+    for a, b in zip(start.parameters(), tuned.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(common + ["--init", str(tmp_path / "absent.pt"), "--out", second])
+    assert "no such model file" in str(exit_info.value) and "\n" not in str(exit_info.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where PyTorch sees no GPU")
+def test_device_cuda_without_a_gpu_is_a_one_line_error(tiny_data, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--data", str(tiny_data), "--device", "cuda", "--out", str(tmp_path / "m.pt"),
+                    "--no-progress"])
+    assert "no CUDA GPU" in str(exit_info.value)
+
+
 def test_losses_are_zero_at_the_target_and_grow_with_error():
     target = torch.zeros(2, 68, 2)
     for name in ("wing", "mse", "l1"):
