@@ -230,9 +230,7 @@ def plot_curves(history, path):
 
 def earlier_commands(init_meta):
     """The commands that made a --init model's weights, oldest first (none for a fresh model)."""
-    if not init_meta:
-        return []
-    return init_meta.get("command_history") or [init_meta["command"]]
+    return init_meta.get("command_history") or [c for c in [init_meta.get("command")] if c]
 
 
 def train(args):

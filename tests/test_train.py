@@ -101,6 +101,7 @@ def test_init_fine_tunes_a_saved_model_and_keeps_its_architecture(tiny_data, tmp
     assert tuned_meta["input_size"] == 48 and tuned_meta["model_options"] == start_meta["model_options"]
     assert len(tuned_meta["command_history"]) == 2 and "--init" in tuned_meta["command_history"][1]
     assert tuned_meta["val_nme"] is None                      # --val-fraction 0: nothing validated
+    assert train.earlier_commands({"arch": "net", "input_size": 48}) == []   # a model saved elsewhere
     # Started from, and (lr 1e-12) stayed at, the saved weights; batch-norm statistics do move.
     for a, b in zip(start.parameters(), tuned.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
