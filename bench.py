@@ -45,7 +45,7 @@ import evaluate
 import train
 from data_load import DataError, data_path, keypoints_to_box, load_image, read_keypoints_csv, transform_points
 from detect import DEFAULT_MODEL, FaceTracker, KeypointDetector, predict_normalized, to_gray
-from models import ModelFileError, build_model
+from models import ModelFileError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 INSTALL_HINT = "pip install -r requirements-bench.txt (or run `make bench`)"
@@ -300,17 +300,14 @@ def training_throughput(steps, limit, thread_counts):
         raise DataError(f"--limit {limit}: no training images left for the throughput measurement")
     batch_size = min(args.batch_size, len(train_set))
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True)
-    model = build_model(args.arch, args.input_size).train()
+    model, _, _ = train.initial_model(args)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
 
     def run(n):
         done = 0
         while done < n:
             for images, targets in loader:
-                loss = train.wing_loss(model(images).view(-1, 68, 2), targets, scale=args.input_size / 2)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                train.train_step(model, optimizer, images, targets, args.loss, args.input_size)
                 done += 1
                 if done == n:
                     return
