@@ -176,6 +176,31 @@ def test_tracker_keeps_ids_detects_every_k_frames_and_smooths(detector):
     assert jitter[True] < jitter[False]
 
 
+def test_box_moved():
+    assert detect.box_moved([0, 0, 100, 100], [0, 0, 100, 100]) == 0
+    assert detect.box_moved([0, 0, 100, 100], [0.5, -2, 100, 100]) == pytest.approx(0.02)
+    assert detect.box_moved([0, 0, 100, 100], [-1, -1, 102, 102]) == pytest.approx(0.02)
+
+
+def test_tracker_holds_the_crop_box_of_a_still_face(detector):
+    """Sensor noise alone must not move a track's crop box (hold), while a real move does."""
+    face, _ = astronaut_face()
+    rng = np.random.default_rng(2)
+    frames = [np.clip(face + rng.normal(0, 3, face.shape), 0, 255).astype(np.uint8) for _ in range(8)]
+    boxes = {}
+    for hold in (0.0, 0.05):
+        tracker = detect.FaceTracker(detector, fps=30, detect_every=100, hold=hold)
+        boxes[hold] = []
+        for frame in frames:
+            tracker(frame)
+            boxes[hold].append(tracker.tracks[0].box.copy())
+    assert len({tuple(b) for b in boxes[0.0][1:]}) > 1  # without hold the box follows the noise
+    assert len({tuple(b) for b in boxes[0.05][1:]}) == 1
+    moved = np.roll(frames[0], 12, axis=1)  # 12 px to the right: more than 5 % of the face
+    tracker(moved)
+    assert tracker.tracks[0].box[0] > boxes[0.05][-1][0] + 6
+
+
 def test_outputs_never_overwrite_an_input(tmp_path):
     (tmp_path / "photos").mkdir()
     for name in ("a.png", "photos/b.png"):
