@@ -306,7 +306,6 @@ def train(args):
 
     warmup_steps = args.warmup_epochs * steps_per_epoch
     step_losses = []  # this process's loss at every step, for --rank-dump
-    model.train()
     for epoch in range(start_epoch, args.epochs):
         if step >= total_steps:
             break
