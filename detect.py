@@ -105,10 +105,16 @@ def to_gray(image):
 
 class TorchModel:
     """The PyTorch network from a .pt file (models.load_model). torch is imported here, when this
-    backend is used, so that the onnx backend never loads it."""
+    backend is used, so that the onnx backend never loads it.
 
-    def __init__(self, model, meta=None):
-        self.model, self.meta = model, meta
+    `model` is the network as saved (what Notebook 3 prints); predictions run on
+    models.inference_copy of it (batch norm merged into the convolutions, channels_last), which
+    gives the same keypoints about 30 % faster, unless `fuse` is False."""
+
+    def __init__(self, model, meta=None, fuse=True):
+        from models import inference_copy
+        self.model, self.meta, self.fuse = model, meta, fuse
+        self.runner = inference_copy(model) if fuse else model
 
     @classmethod
     def load(cls, path):
@@ -117,8 +123,11 @@ class TorchModel:
 
     def __call__(self, batch):
         import torch
+        x = torch.from_numpy(batch)
+        if self.fuse:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            return self.model(torch.from_numpy(batch)).numpy()
+            return self.runner(x).numpy()
 
 
 class OnnxModel:
@@ -165,12 +174,12 @@ def load_backend(backend="torch", model_path=None):
 def predict_normalized(model, crops, flip_average=False):
     """(N, 1, S, S) crops in [0, 1] -> (N, 68, 2) keypoints in [-1, 1] crop coordinates, NumPy.
 
-    `model` is a TorchModel or OnnxModel (a PyTorch module is used as a TorchModel). With
+    `model` is a TorchModel or OnnxModel (a PyTorch module is used as it is). With
     flip_average the mirrored crops are predicted too, mapped back (x -> -x, left/right points
     swapped) and averaged with the direct prediction: a little more accurate, twice the work.
     """
     if not isinstance(model, (TorchModel, OnnxModel)):
-        model = TorchModel(model)
+        model = TorchModel(model, fuse=False)
     crops = np.asarray(crops, dtype=np.float32)
     n = crops.shape[0]
     batch = np.concatenate([crops, crops[..., ::-1]]) if flip_average else crops

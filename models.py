@@ -6,10 +6,12 @@ keypoints in crop coordinates normalised to [-1, 1]. `build_model(arch, input_si
 name, and `save_model` / `load_model` store a network with the metadata needed to use it.
 """
 
+import copy
 import os
 
 import torch
 import torch.nn as nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 NUM_OUTPUTS = 136  # 68 keypoints x (x, y)
 
@@ -25,9 +27,10 @@ class Net(nn.Module):
 
     Design choices, briefly:
     - The input is a tight crop around the detected face, not the whole image, so 112 px is enough
-      resolution (the eye-corner distance is ~35 px) and the first layers stay cheap.
+      resolution (the outer-eye-corner distance is ~46 px in the crop) and the first layers stay cheap.
     - Two stride-2 convolutions take the input from 112 to 28 px before any wide layer, so the
-      compute is spent at 28 x 28 and below; this keeps the forward pass under 2 ms on one thread.
+      compute is spent at 28 x 28 and below; this keeps the forward pass near 2 ms on one thread
+      (1.6 ms measured on one day, 2.3-2.9 ms on a slower day of the same machine; `python bench.py`).
     - Batch norm after every convolution lets a high learning rate train it in minutes.
     - Max-pooling halves the resolution between stages; the final 3 x 3 map is flattened (not
       globally averaged) because where a feature is matters for regressing coordinates.
@@ -120,3 +123,16 @@ def load_model(path, device="cpu"):
         first = str(e).strip().splitlines()[0]
         raise ModelFileError(f"{path}: does not match the architecture ({first})") from None
     return model.to(device).eval(), meta
+
+
+def inference_copy(model):
+    """A copy of a network for prediction only: eval mode, every convolution merged with the batch
+    norm right after it (fuse_conv_bn_eval: the same function with one layer fewer) and
+    channels_last memory. On one CPU thread at batch 1 it runs `Net` about 30 % faster; feed it
+    channels_last input. The original network is left as it is."""
+    model = copy.deepcopy(model).eval()
+    for block in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(block) - 1):
+            if isinstance(block[i], nn.Conv2d) and isinstance(block[i + 1], nn.BatchNorm2d):
+                block[i], block[i + 1] = fuse_conv_bn_eval(block[i], block[i + 1]), nn.Identity()
+    return model.to(memory_format=torch.channels_last)

@@ -267,3 +267,31 @@ def test_full_training_run_writes_to_a_temporary_folder(monkeypatch):
     shipped = os.path.join(bench.HERE, "saved_models", "keypoints_model.pt")
     assert os.path.realpath(out) != os.path.realpath(shipped)
     assert not {"--epochs", "--batch-size", "--lr", "--limit", "--max-steps"} & set(command)  # the defaults
+
+
+def test_onnx_row_only_for_an_up_to_date_export(tmp_path):
+    """The shipped .onnx is timed beside the shipped .pt; a missing file or an export of another
+    model file gives no row and says why."""
+    shipped_pt = os.path.join(bench.HERE, "saved_models", "keypoints_model.pt")
+    shipped_onnx = os.path.join(bench.HERE, "saved_models", "keypoints_model.onnx")
+    model, why_not = bench.onnx_backend(shipped_pt, shipped_onnx, threads=1)
+    assert why_not is None and model.meta["input_size"] == 112
+    other_pt = tmp_path / "other.pt"
+    other_pt.write_bytes(open(shipped_pt, "rb").read() + b"\0")  # any other file content
+    model, why_not = bench.onnx_backend(str(other_pt), shipped_onnx, threads=1)
+    assert model is None and "another model file" in why_not
+    model, why_not = bench.onnx_backend(shipped_pt, str(tmp_path / "missing.onnx"), threads=1)
+    assert model is None and "no such file" in why_not
+
+
+def test_speed_rows_show_the_onnx_row_when_measured():
+    latency = {"cnn": 2e-3, "cnn_flip": 4e-3, "face": 8e-3, "dlib": 1e-3}
+    detection = {"haar": 0.04, "dlib": 0.08, "dlib_gray": 0.06}
+    fps = {"ours": (16.0, 1.0), "ours_video": (80.0, 1.0), "dlib": (8.0, 0.99)}
+    training = {"throughput": ({1: 190.0}, 64)}
+    labels = [row[0] for row in bench.speed_rows(latency, detection, fps, training)]
+    assert not any("onnxruntime" in label for label in labels)
+    rows = bench.speed_rows({**latency, "cnn_onnx": 0.5e-3}, detection, fps, training)
+    [onnx_row] = [row for row in rows if "onnxruntime" in row[0]]
+    assert onnx_row[1:] == ["0.50 ms", "1.00 ms", "2.00x faster"]
+    assert len(rows) == len(labels) + 1

@@ -74,7 +74,7 @@ def test_exported_model_takes_any_batch_size_and_matches_pytorch(small_model):
         assert out.shape == (len(batch), 136)
         np.testing.assert_allclose(out, torch_model(batch), atol=export.TOLERANCE)
     flip_onnx = detect.predict_normalized(onnx_model, crops, flip_average=True)
-    # a PyTorch module is accepted as well (bench.py passes detector.model)
+    # a PyTorch module is accepted as well, and run as it is (no inference copy)
     flip_torch = detect.predict_normalized(torch_model.model, crops, flip_average=True)
     assert flip_onnx.shape == (5, 68, 2)
     np.testing.assert_allclose(flip_onnx, flip_torch, atol=export.TOLERANCE)

@@ -1,5 +1,6 @@
 """Training: the network can learn, checkpoints resume where they stopped, saved models check out."""
 
+import copy
 import os
 
 import cv2
@@ -10,7 +11,7 @@ import torch
 
 import train
 from data_load import FaceCropAugment
-from models import ModelFileError, Net, build_model, load_model, save_model
+from models import ModelFileError, Net, build_model, inference_copy, load_model, save_model
 
 
 def make_dataset(root, n_images=12, people=6, size=96, seed=0):
@@ -158,6 +159,28 @@ def test_model_file_checks(tmp_path):
         load_model(str(tmp_path / "junk.pt"))
     with pytest.raises(ModelFileError, match="no such model file"):
         load_model(str(tmp_path / "absent.pt"))
+
+
+def test_inference_copy_merges_batch_norm_and_predicts_the_same():
+    torch.manual_seed(0)
+    model = Net()
+    model.train()
+    for _ in range(3):  # batch-norm running statistics away from their initial values
+        model(torch.rand(8, 1, 112, 112) * 3)
+    model.eval()
+    fast = inference_copy(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 7  # original untouched
+    x = torch.rand(4, 1, 112, 112)
+    with torch.no_grad():
+        expected = model(x)
+        assert (expected - fast(x.contiguous(memory_format=torch.channels_last))).abs().max() < 1e-5
+        dropped = copy.deepcopy(model)  # batch norm removed without merging: must differ
+        for block in dropped.modules():
+            for name, child in block.named_children():
+                if isinstance(child, torch.nn.BatchNorm2d):
+                    setattr(block, name, torch.nn.Identity())
+        assert (expected - dropped(x)).abs().max() > 1e-2
 
 
 def test_shipped_model_loads_and_predicts_inside_the_crop(dataset_dir):
