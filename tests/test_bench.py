@@ -270,8 +270,8 @@ def test_full_training_run_writes_to_a_temporary_folder(monkeypatch):
 
 
 def test_onnx_row_only_for_an_up_to_date_export(tmp_path):
-    """The shipped .onnx is timed beside the shipped .pt; a missing file or an export of another
-    model file gives no row and says why."""
+    """The shipped .onnx is timed beside the shipped .pt; a missing or unreadable file or an export
+    of another model file gives no row and says why."""
     shipped_pt = os.path.join(bench.HERE, "saved_models", "keypoints_model.pt")
     shipped_onnx = os.path.join(bench.HERE, "saved_models", "keypoints_model.onnx")
     model, why_not = bench.onnx_backend(shipped_pt, shipped_onnx, threads=1)
@@ -282,6 +282,9 @@ def test_onnx_row_only_for_an_up_to_date_export(tmp_path):
     assert model is None and "another model file" in why_not
     model, why_not = bench.onnx_backend(shipped_pt, str(tmp_path / "missing.onnx"), threads=1)
     assert model is None and "no such file" in why_not
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    model, why_not = bench.onnx_backend(shipped_pt, str(tmp_path / "junk.onnx"), threads=1)
+    assert model is None and "not a readable ONNX model" in why_not
 
 
 def test_speed_rows_show_the_onnx_row_when_measured():
