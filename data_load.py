@@ -1,78 +1,33 @@
-"""Data for facial keypoint detection.
+"""The course's dataset and transforms, and the augmentation that trains the shipped network.
 
-The bottom of the project: where the data lives, the course's `FacialKeypointsDataset` and its
-transforms (`Rescale`, `RandomCrop`, `Normalize`, `ToTensor`, called exactly as the course does),
-and the one face crop that training and detection share:
-
-    detector box (x, y, w, h) --crop_matrix--> 2x3 affine --warp_face--> square grayscale crop
-
-Training draws a detector-like box from the labelled keypoints, jitters it, and warps once per
-sample (crop, rotation, scale and shift in a single resampling); detection gives the Haar box to
-the very same function, so the network sees at test time the crops it was trained on. That crop
-geometry and the image reading live in face_crop.py (NumPy and OpenCV only, so that detection can
-run without PyTorch) and are re-exported here.
+`FacialKeypointsDataset` and its transforms (`Rescale`, `RandomCrop`, `Normalize`, `ToTensor`) are
+called exactly as the course does. `CachedFaceDataset` and `FaceCropAugment` are what train.py
+uses: each image is decoded once, and each sample is one affine warp of a jittered detector-like
+box (crop, rotation, scale and shift in a single resampling). Detection gives the Haar box to the
+very same crop (face_crop.crop_matrix), so the network sees at test time the crops it was trained
+on. Files are read by media.py, crop geometry lives in face_crop.py.
 """
 
 import os
 
 import cv2
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from face_crop import (  # noqa: F401 (re-exported: data_load is where the course code looks)
-    CROP_MARGIN,
-    CROP_SHIFT,
+from face_crop import (
     FLIP_PERMUTATION,
-    HAAR_BOX_RAISE,
-    HAAR_BOX_SCALE,
     HAAR_BOX_SPREAD,
-    IMAGE_EXTENSIONS,
     NUM_KEYPOINTS,
-    DataError,
     crop_matrix,
-    denormalize_keypoints,
-    invert_matrix,
     keypoints_to_box,
-    load_image,
     normalize_keypoints,
-    to_rgb,
     transform_points,
     warp_face,
 )
-
-# Point ranges of the face regions, for per-region errors and plots.
-REGIONS = {"jaw": range(0, 17), "brows": range(17, 27), "nose": range(27, 36),
-           "eyes": range(36, 48), "mouth": range(48, 68)}
-
-
-def data_dir():
-    """The one data location: $FKP_DATA, else ./data (course archive layout)."""
-    return os.environ.get("FKP_DATA", "data")
-
-
-def data_path(*parts):
-    return os.path.join(data_dir(), *parts)
-
-
-def read_keypoints_csv(csv_file):
-    """Read a course-format CSV (image name, then x0, y0 .. x67, y67) and check its shape."""
-    if not os.path.isfile(csv_file):
-        raise DataError(f"{csv_file}: no such file (set FKP_DATA or run `make data`)")
-    try:
-        frame = pd.read_csv(csv_file)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataError(f"{csv_file}: not a readable CSV ({str(e).splitlines()[0]})") from None
-    if frame.shape[1] != 1 + 2 * NUM_KEYPOINTS:
-        raise DataError(f"{csv_file}: expected {1 + 2 * NUM_KEYPOINTS} columns (image name and "
-                        f"68 x,y pairs), found {frame.shape[1]}")
-    coords = frame.iloc[:, 1:]
-    if not all(pd.api.types.is_numeric_dtype(t) for t in coords.dtypes):
-        raise DataError(f"{csv_file}: keypoint columns must be numbers")
-    return frame
+from media import load_image, read_keypoints_csv
 
 
 class FacialKeypointsDataset(Dataset):
@@ -265,7 +220,7 @@ class CachedFaceDataset(Dataset):
 
     def __init__(self, csv_file, root_dir, size, train=True, indices=None, progress=False,
                  **augment_options):
-        frame = read_keypoints_csv(csv_file)
+        frame = read_keypoints_csv(csv_file, root_dir)
         if indices is not None:
             frame = frame.iloc[list(indices)]
         self.names = list(frame.iloc[:, 0])

@@ -15,64 +15,19 @@ Metrics: NME (mean point error over the outer-eye-corner distance, points 36 and
 rate at 8 % and 10 %, AUC of the cumulative error distribution (CED) up to 8 %, per-region NME.
 """
 
-import argparse
 import os
 import sys
 import time
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
-from data_load import REGIONS, DataError, data_path, keypoints_to_box, load_image, read_keypoints_csv
-from detect import BACKENDS, KeypointDetector, to_gray
-from models import ModelFileError
-
-AUC_LIMIT = 0.08
-
-
-def nme_per_face(pred, gt):
-    """Mean point-to-point error of each face over its outer-eye-corner distance (points 36, 45)."""
-    pred, gt = np.asarray(pred, dtype=np.float64), np.asarray(gt, dtype=np.float64)
-    interocular = np.linalg.norm(gt[:, 36] - gt[:, 45], axis=-1)
-    return np.linalg.norm(pred - gt, axis=-1).mean(-1) / interocular
-
-
-def ced_auc(errors, limit=AUC_LIMIT, steps=1000):
-    """Area under the cumulative error curve from 0 to `limit`, divided by `limit` (1 = perfect)."""
-    errors = np.asarray(errors, dtype=np.float64)
-    thresholds = np.linspace(0, limit, steps + 1)
-    fraction = (errors[None, :] <= thresholds[:, None]).mean(1)
-    return float(np.trapezoid(fraction, thresholds) / limit)
-
-
-def summarize(pred, gt):
-    """Metrics for (N, 68, 2) predictions; a face with no prediction (NaN) is a detector miss.
-
-    NME and per-region NME are over the faces that were found; failure rates and AUC count a
-    miss as a failure.
-    """
-    pred, gt = np.asarray(pred, dtype=np.float64), np.asarray(gt, dtype=np.float64)
-    found = ~np.isnan(pred).any(axis=(1, 2))
-    errors = np.full(len(gt), np.inf)
-    errors[found] = nme_per_face(pred[found], gt[found])
-    interocular = np.linalg.norm(gt[found, 36] - gt[found, 45], axis=-1)[:, None]
-    point_errors = np.linalg.norm(pred[found] - gt[found], axis=-1) / interocular
-    return {
-        "faces": int(len(gt)), "found": int(found.sum()),
-        "nme": 100 * float(errors[found].mean()) if found.any() else float("nan"),
-        "failure_8": 100 * float((errors > 0.08).mean()),
-        "failure_10": 100 * float((errors > 0.10).mean()),
-        "auc_8": ced_auc(errors),
-        "regions": {name: 100 * float(point_errors[:, list(idx)].mean()) for name, idx in REGIONS.items()},
-        "errors": errors,
-    }
-
-
-def format_summary(name, m):
-    regions = "  ".join(f"{k} {v:.2f}" for k, v in m["regions"].items())
-    return (f"{name}: NME {m['nme']:.2f}%  failure@8% {m['failure_8']:.2f}%  failure@10% "
-            f"{m['failure_10']:.2f}%  AUC@8% {m['auc_8']:.3f}  faces found {m['found']}/{m['faces']}\n"
-            f"  per-region NME (%): {regions}")
+from backends import BACKENDS
+from detect import KeypointDetector
+from face_crop import keypoints_to_box, transform_points
+from media import DataError, OneLineParser, data_path, load_image, read_keypoints_csv, to_gray
+from metrics import format_summary, summarize
 
 
 def plot_ced(curves, path, limit=0.10):
@@ -96,6 +51,12 @@ def plot_ced(curves, path, limit=0.10):
 def matching_box(boxes, gt_keypoints):
     """The detection that belongs to the labelled face: its centre inside the landmark box, the
     closest such centre to the landmark centre. None if the detector missed the face."""
+    index = matching_index(boxes, gt_keypoints)
+    return None if index is None else boxes[index]
+
+
+def matching_index(boxes, gt_keypoints):
+    """The index of matching_box's detection in boxes, or None."""
     if len(boxes) == 0:
         return None
     (x0, y0), (x1, y1) = gt_keypoints.min(0), gt_keypoints.max(0)
@@ -104,7 +65,7 @@ def matching_box(boxes, gt_keypoints):
     if not inside.any():
         return None
     distance = np.linalg.norm(centres - [(x0 + x1) / 2, (y0 + y1) / 2], axis=1)
-    return boxes[np.argmin(np.where(inside, distance, np.inf))]
+    return int(np.argmin(np.where(inside, distance, np.inf)))
 
 
 def whole_image_box(width, height, margin, shift):
@@ -113,19 +74,34 @@ def whole_image_box(width, height, margin, shift):
     return np.array([width / 2 - side / 2, height / 2 - side / 2 - shift * side, side, side])
 
 
-def predict_dataset(detector, csv_file, images_dir, protocol="pipeline", progress=True):
+def rotated(image, keypoints, degrees):
+    """The image turned by `degrees` counter-clockwise about its centre (same size, black
+    corners), and its keypoints turned with it: a tilted head as a camera would see it."""
+    if not degrees:
+        return image, keypoints
+    h, w = image.shape[:2]
+    turn = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1.0)
+    image = cv2.warpAffine(image, turn, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return image, transform_points(keypoints, turn)
+
+
+def predict_dataset(detector, csv_file, images_dir, protocol="pipeline", progress=True, rotate=0.0):
     """Predictions (N, 68, 2) in image pixels for each labelled image (NaN rows for misses),
-    the labels, and the seconds spent in detection and in the CNN."""
-    frame = read_keypoints_csv(csv_file)
-    gt = frame.iloc[:, 1:].to_numpy(dtype=np.float64).reshape(len(frame), -1, 2)
+    the labels, and the seconds spent in detection and in the CNN. With `rotate`, each image
+    and its labels are turned by that many degrees first (see rotated)."""
+    frame = read_keypoints_csv(csv_file, images_dir)  # every image checked before the long work
+    gt = frame.iloc[:, 1:].to_numpy(dtype=np.float64).reshape(len(frame), -1, 2).copy()
     pred = np.full_like(gt, np.nan)
     seconds = {"detection": 0.0, "cnn": 0.0}
     for i, name in enumerate(tqdm(frame.iloc[:, 0], desc=f"evaluate ({protocol})", disable=not progress)):
         image = to_gray(load_image(os.path.join(images_dir, name)))  # once; every step takes gray
+        image, gt[i] = rotated(image, gt[i], rotate)
         t = time.perf_counter()
+        angle = 0.0
         if protocol == "pipeline":
-            boxes = detector.face_detector(image)
-            box = matching_box(boxes, gt[i])
+            boxes, angles = detector.find_faces(image)
+            index = matching_index(boxes, gt[i])
+            box, angle = (None, 0.0) if index is None else (boxes[index], angles[index])
         elif protocol == "crop":
             box = whole_image_box(image.shape[1], image.shape[0], detector.margin, detector.shift)
         elif protocol == "labelled-box":
@@ -136,26 +112,44 @@ def predict_dataset(detector, csv_file, images_dir, protocol="pipeline", progres
         if box is None:
             continue
         t = time.perf_counter()
-        pred[i] = detector.keypoints_for_boxes(image, [box])[0]
+        pred[i] = detector.keypoints_for_boxes(image, [box], [angle])[0]
         seconds["cnn"] += time.perf_counter() - t
     return pred, gt, seconds
 
 
 def evaluate(model_path=None, protocol="pipeline", csv_file=None, images_dir=None, flip_average=True,
-             progress=True, backend="torch"):
+             progress=True, backend="torch", rotate=0.0):
     """Load the model, predict the labelled set, return the metrics dict (see summarize).
     `backend` "onnx" runs the .onnx model on onnxruntime (detect.KeypointDetector)."""
     detector = KeypointDetector(model_path, flip_average=flip_average, backend=backend)
     csv_file = csv_file or data_path("test_frames_keypoints.csv")
     images_dir = images_dir or data_path("test")
-    pred, gt, seconds = predict_dataset(detector, csv_file, images_dir, protocol, progress)
+    pred, gt, seconds = predict_dataset(detector, csv_file, images_dir, protocol, progress, rotate)
     metrics = summarize(pred, gt)
     metrics.update(pred=pred, gt=gt, seconds=seconds)
     return metrics
 
 
+def check_writable(parser, option, path):
+    """Refuse, before any work, an output path that is a folder or cannot be created."""
+    if os.path.isdir(path):
+        parser.error(f"{option} {path}: is a folder; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) and os.path.exists(folder):
+        parser.error(f"{option} {path}: {folder} is not a folder")
+    existed = os.path.exists(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(path, "ab"):
+            pass
+        if not existed:
+            os.remove(path)
+    except OSError as e:
+        parser.error(f"{option} {path}: cannot write there ({e.strerror or e})")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Evaluate a facial keypoint model.")
+    parser = OneLineParser(description="Evaluate a facial keypoint model.")
     parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
     parser.add_argument("--backend", default="torch", choices=list(BACKENDS),
                         help="run the network on PyTorch (.pt) or onnxruntime (.onnx)")
@@ -164,17 +158,23 @@ def main(argv=None):
     parser.add_argument("--images", default=None, help="folder of the CSV's images")
     parser.add_argument("--no-flip", action="store_true", help="no flip averaging at test time")
     parser.add_argument("--plot", default=None, help="write the CED plot to this PNG")
+    parser.add_argument("--rotate", type=float, default=0.0, metavar="DEG",
+                        help="turn each image and its labels by DEG degrees counter-clockwise first")
     args = parser.parse_args(argv)
+    if not np.isfinite(args.rotate):
+        parser.error(f"--rotate {args.rotate}: give a number of degrees")
+    if args.plot:
+        check_writable(parser, "--plot", args.plot)
     try:
         m = evaluate(args.model, args.protocol, args.csv, args.images, flip_average=not args.no_flip,
-                     backend=args.backend)
-    except (DataError, ModelFileError) as e:
+                     backend=args.backend, rotate=args.rotate)
+    except DataError as e:
         sys.exit(f"evaluate.py: {e}")
-    print(format_summary(f"{args.protocol}", m))
+    print(format_summary(args.protocol + (f", rotated {args.rotate:g} degrees" if args.rotate else ""), m))
     n = max(1, m["found"])
     print(f"  time per face: detection {1000 * m['seconds']['detection'] / m['faces']:.2f} ms, "
           f"CNN {1000 * m['seconds']['cnn'] / n:.2f} ms")
-    if args.plot:
+    if args.plot and m["found"]:
         plot_ced({f"ours ({args.protocol})": m["errors"]}, args.plot)
         print(f"CED plot: {args.plot}")
     return m

@@ -16,7 +16,6 @@ batch N, within 1e-4 in normalised coordinates; otherwise nothing is replaced an
 status is 1. Exporter: torch.onnx.export with dynamo=True (PyTorch's default, needs onnxscript).
 """
 
-import argparse
 import hashlib
 import json
 import os
@@ -27,8 +26,9 @@ import cv2
 import numpy as np
 import torch
 
-from data_load import DataError, FaceCropAugment, data_path, load_image, read_keypoints_csv
-from detect import DEFAULT_MODEL, DEFAULT_ONNX_MODEL, OnnxModel, TorchModel
+from backends import DEFAULT_MODEL, DEFAULT_ONNX_MODEL, OnnxModel, TorchModel
+from data_load import FaceCropAugment
+from media import DataError, OneLineParser, data_path, load_image, read_keypoints_csv
 from models import ModelFileError, load_model
 
 OPSET = 18         # the oldest opset PyTorch's exporter implements natively; onnxruntime >= 1.14 runs it
@@ -94,13 +94,17 @@ def max_difference(torch_model, onnx_model, crops):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Export the keypoint model to ONNX and check it "
+    parser = OneLineParser(description="Export the keypoint model to ONNX and check it "
                                                  "against PyTorch on onnxruntime.")
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="PyTorch model file (default: the shipped model)")
     parser.add_argument("--out", default=DEFAULT_ONNX_MODEL, help="ONNX file to write")
     parser.add_argument("--crops", type=int, default=64, help="test faces to compare the backends on")
     args = parser.parse_args(argv)
+    if os.path.realpath(args.out) == os.path.realpath(args.model):
+        parser.error(f"--out {args.out} is the PyTorch model itself; give the ONNX file another name")
+    if os.path.isdir(args.out):
+        parser.error(f"--out {args.out}: is a folder; give a file name")
     try:
         digest = sha256(args.model)
         model, meta = load_model(args.model)

@@ -1,17 +1,9 @@
-"""The face crop and image reading that detection needs, with NumPy and OpenCV only.
-
-This module exists so that the deployable path (`detect.py --backend onnx`, onnxruntime) never
-imports PyTorch: everything here was part of data_load.py, which also holds the PyTorch datasets
-and training augmentation, and data_load re-exports all of it (`from data_load import crop_matrix`
-keeps working). The one crop that training and detection share:
+"""Crop geometry: where the face crop sits on a detector box, and the 2x3 affine maps in and out of
+it. NumPy and OpenCV only: training (data_load.py) and detection (detect.py) share it, and the
+deployable path never imports PyTorch. The one crop that training and detection share:
 
     detector box (x, y, w, h) --crop_matrix--> 2x3 affine --warp_face--> square grayscale crop
 """
-
-import os
-import sys
-import tempfile
-from contextlib import contextmanager
 
 import cv2
 import numpy as np
@@ -35,64 +27,6 @@ HAAR_BOX_RAISE = 0.157
 HAAR_BOX_SPREAD = (0.10, 0.097, 0.041)  # std of log-scale, x shift, y shift (fractions of side)
 CROP_SHIFT = HAAR_BOX_RAISE  # crop centre = box centre + CROP_SHIFT * box height (down)
 CROP_MARGIN = 1.2            # crop side = CROP_MARGIN * max(box w, box h)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-class DataError(Exception):
-    """A problem with the user's data: reported as one line, never as a traceback."""
-
-
-def to_rgb(image, source="image"):
-    """Any decoded image (gray, BGR, BGRA, 8 or 16 bit) as HxWx3 uint8 RGB."""
-    if image.dtype == np.uint16:
-        image = (image / 257).round().astype(np.uint8)
-    elif image.dtype != np.uint8:
-        image = np.clip(image.astype(np.float32) * (255 if image.max() <= 1 else 1), 0, 255)
-        image = image.astype(np.uint8)
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise DataError(f"{source}: unsupported image shape {image.shape}")
-    if image.shape[2] == 1:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-@contextmanager
-def native_stderr_captured():
-    """Collect what C libraries (libjpeg, libpng, FFmpeg) print on file descriptor 2 during the
-    block, so that a bad file gives our one-line message instead of theirs; yields a list that
-    holds the captured text after the block."""
-    captured = []
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            captured.append(sink.read().decode(errors="replace"))
-
-
-def load_image(path):
-    """Read an image file as HxWx3 uint8 RGB; grayscale, RGBA, palette and 16-bit all work.
-    Missing, empty, truncated and undecodable files raise DataError naming the file."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file")
-    if os.path.getsize(path) == 0:
-        raise DataError(f"{path}: empty file")
-    with native_stderr_captured() as messages:
-        image = cv2.imread(path, cv2.IMREAD_UNCHANGED)  # palette images come back as BGR(A)
-    if image is None or image.size == 0:
-        raise DataError(f"{path}: not a readable image (corrupt or truncated file)")
-    if "Premature end of JPEG file" in messages[0]:  # libjpeg fills the missing part with gray
-        raise DataError(f"{path}: truncated JPEG file")
-    return to_rgb(image, path)
 
 
 def keypoints_to_box(keypoints):
@@ -143,3 +77,66 @@ def normalize_keypoints(points, size):
 def denormalize_keypoints(points, size):
     half = (size - 1) / 2
     return points * half + half
+
+
+def box_iou(a, b, over="union"):
+    """Intersection over union of every box in a (N, 4) with every box in b (M, 4), as (N, M);
+    with over="smaller", over the smaller box's area (1 when one box lies inside the other)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(1, -1, 4)
+    w = np.minimum(a[..., 0] + a[..., 2], b[..., 0] + b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
+    h = np.minimum(a[..., 1] + a[..., 3], b[..., 1] + b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
+    inter = np.clip(w, 0, None) * np.clip(h, 0, None)
+    area_a, area_b = a[..., 2] * a[..., 3], b[..., 2] * b[..., 3]
+    if over == "smaller":
+        return inter / np.minimum(area_a, area_b)
+    return inter / (area_a + area_b - inter)
+
+
+def box_moved(old, new):
+    """How far a box moved: the largest change of its centre (x or y) or side, over the old side."""
+    old, new = np.asarray(old, dtype=np.float64), np.asarray(new, dtype=np.float64)
+    centre_change = np.abs((new[:2] + new[2:] / 2) - (old[:2] + old[2:] / 2))
+    return float(max(centre_change.max(), abs(new[2] - old[2])) / max(old[2], 1.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tilted faces. A face is cropped with a box and an angle: crop_matrix(box, size, angle=roll)
+# turns the crop by `roll` degrees about its centre, the same rotation training augments with, so
+# a face whose eye line is at `roll` degrees comes out with its eyes level.
+
+def eye_roll(keypoints):
+    """The face's roll in degrees: the angle of the line from the eye on the image's left (points
+    36-41) to the other (42-47), in image coordinates (y down): 0 for level eyes, positive when
+    the face is turned clockwise on screen, +-180 for a face upside down."""
+    left, right = keypoints[36:42].mean(0), keypoints[42:48].mean(0)
+    return float(np.degrees(np.arctan2(right[1] - left[1], right[0] - left[0])))
+
+
+def box_for_crop_centre(centre, side, shift=CROP_SHIFT):
+    """The square box of this side whose crop (crop_matrix) is centred on `centre`."""
+    return np.array([centre[0] - side / 2, centre[1] - shift * side - side / 2, side, side])
+
+
+def crop_centre(box, shift=CROP_SHIFT):
+    """Where crop_matrix centres the crop of a box: shift * h below the box centre."""
+    x, y, w, h = box
+    return np.array([x + w / 2, y + h / 2 + shift * h])
+
+
+def upright_box(keypoints, max_roll=5.0):
+    """(box, angle) for the next crop of a face with these keypoints: the box keypoints_to_box
+    would give if the face were turned by `angle`, and that angle, which is the eye line's roll
+    beyond +-max_roll. Faces within a few degrees of level are cropped as they are (angle 0, the
+    crops the network saw most of in training, where a full turn measured slightly worse), and
+    beyond that turned just far enough: continuous in the roll, so tracked faces do not jump at a
+    threshold."""
+    roll = eye_roll(keypoints)
+    angle = roll - float(np.clip(roll, -max_roll, max_roll))
+    if angle == 0:
+        return keypoints_to_box(keypoints), 0.0
+    pivot = (keypoints.min(0) + keypoints.max(0)) / 2
+    turn = cv2.getRotationMatrix2D((float(pivot[0]), float(pivot[1])), angle, 1.0)
+    turned_box = keypoints_to_box(transform_points(keypoints, turn))
+    centre = transform_points(crop_centre(turned_box, HAAR_BOX_RAISE)[None], invert_matrix(turn))[0]
+    return box_for_crop_centre(centre, turned_box[2], HAAR_BOX_RAISE), angle

@@ -15,15 +15,24 @@ Library use:
     out = apply_filter(rgb, faces, "sunglasses")       # or keypoints: (68, 2), (N, 68, 2), a list
 """
 
-import argparse
 import os
 import sys
 
 import cv2
 import numpy as np
 
-from data_load import DataError, transform_points
+from detect import (
+    Action,
+    FaceDetector,
+    KeypointDetector,
+    add_input_options,
+    check_input_options,
+    process_video,
+    run,
+)
+from face_crop import transform_points
 from make_overlays import DRAWINGS, draw_overlay
+from media import Input, OneLineParser, Outputs
 
 FILTERS = tuple(DRAWINGS)
 
@@ -112,129 +121,43 @@ def apply_filter(image_rgb, faces_or_keypoints, name):
 
 
 # ---------------------------------------------------------------------------------------------
-# Command line: images, folders and videos in, filtered copies out. Inputs are read and checked
-# by detect.py's readers, so bad input is reported exactly as `python detect.py` reports it.
+# Command line: images, folders and videos in, filtered copies out, through detect.py's input
+# loop (detect.run), so inputs are read, named and reported exactly as `python detect.py` does.
 
-def output_path(out_dir, source, name, extension):
-    """out_dir/<input name>_<filter><extension>, never the input file itself."""
-    stem = os.path.join(out_dir, f"{os.path.splitext(os.path.basename(source))[0]}_{name}")
-    path, n = stem + extension, 1
-    while os.path.exists(source) and os.path.exists(path) and os.path.samefile(source, path):
-        n += 1
-        path = f"{stem}_{n}{extension}"
-    return path
-
-
-def filter_image(detector, image, source, name, out_dir):
-    """Filter one image; returns the line to print. No face is an error (DataError)."""
-    faces = detector.detect(image)
-    if not faces:
-        raise DataError(f"{source}: no face found")
-    path = output_path(out_dir, source, name, ".png")
-    if not cv2.imwrite(path, cv2.cvtColor(apply_filter(image, faces, name), cv2.COLOR_RGB2BGR)):
-        raise DataError(f"{path}: could not write the filtered image")
-    return f"{source}: {len(faces)} face{'s' * (len(faces) != 1)} -> {path}"
+def filter_action(name):
+    """What filters.py does with each frame: the overlay on every face, out as <input>_<name>.png
+    (or .mp4); an input without a face is an error."""
+    def draw(rgb, faces):
+        return cv2.cvtColor(apply_filter(rgb, faces, name), cv2.COLOR_RGB2BGR)
+    return Action(draw, program="filters.py", suffix=f"_{name}", image_ext=".png", need_faces=True)
 
 
 def filter_video(detector, source, name, out_dir, detect_every=5, smooth=True):
-    """Filter every frame of a video, with the faces tracked and smoothed by detect.FaceTracker
-    (a filter that jitters from frame to frame looks worse than a slightly late one)."""
-    from detect import FaceTracker, open_video
-
-    capture, frame = open_video(source, source)
-    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    tracker = FaceTracker(detector, fps=fps, detect_every=detect_every, smooth=smooth)
-    path = output_path(out_dir, source, name, ".mp4")
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
-    if not writer.isOpened():
-        capture.release()
-        raise DataError(f"{path}: could not open the video for writing")
-    frames = with_faces = 0
-    try:
-        while frame is not None:
-            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            faces = tracker(rgb)
-            writer.write(cv2.cvtColor(apply_filter(rgb, faces, name), cv2.COLOR_RGB2BGR))
-            frames, with_faces = frames + 1, with_faces + bool(faces)
-            ok, frame = capture.read()
-            frame = frame if ok else None
-    finally:
-        capture.release()
-        writer.release()
-    if not with_faces:
-        raise DataError(f"{source}: no face found in {frames} frames")
-    return f"{source}: {frames} frames, faces in {with_faces} -> {path}"
-
-
-def run_inputs(args, detector):
-    """Filter every input; report each bad one on stderr and go on. Returns the error count."""
-    from detect import folder_images, input_kind
-    from face_crop import load_image
-
-    errors = 0
-
-    def fail(error):
-        nonlocal errors
-        errors += 1
-        print(f"filters.py: {error}", file=sys.stderr)
-
-    if not args.inputs:
-        from skimage import data  # a real face photo that ships with scikit-image
-        try:
-            print(filter_image(detector, data.astronaut(), "astronaut", args.filter, args.out))
-        except DataError as e:
-            fail(e)
-    for path in args.inputs:
-        try:
-            kind = input_kind(path)
-            if kind == "video":
-                print(filter_video(detector, path, args.filter, args.out, args.detect_every,
-                                   smooth=not args.no_smooth))
-                continue
-            images = [path] if kind == "image" else folder_images(path)
-            if not images:
-                raise DataError(f"{path}: no images in this folder")
-            for image_path in images:
-                try:
-                    print(filter_image(detector, load_image(image_path), image_path, args.filter, args.out))
-                except (DataError, OSError, cv2.error) as e:
-                    fail(e)
-        except (DataError, OSError, cv2.error) as e:
-            fail(e)
-    return errors
+    """Filter every frame of a video file, the faces tracked and smoothed by tracking.FaceTracker
+    (a filter that jitters from frame to frame looks worse than a slightly late one); returns the
+    line the command line prints."""
+    outputs = Outputs(out_dir, inputs=[source])
+    item = Input("video", source, os.path.basename(source), source)
+    return process_video(detector, outputs, item, filter_action(name), detect_every, smooth)[0]
 
 
 def parse_args(argv=None):
-    from detect import DEFAULT_MODEL
-
-    parser = argparse.ArgumentParser(description="Put sunglasses, a moustache or a hat on every face.")
-    parser.add_argument("inputs", nargs="*", metavar="INPUT",
-                        help="images, folders of images or videos (none: scikit-image's astronaut photo)")
+    parser = OneLineParser(description="Put sunglasses, a moustache or a hat on every face.")
+    add_input_options(parser, detect_every=5)
     parser.add_argument("--filter", choices=FILTERS, default="sunglasses", help="which overlay")
-    parser.add_argument("--out", default="outputs", help="folder for the filtered images and videos")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="model file (default: the shipped model)")
-    parser.add_argument("--detect-every", type=int, default=5, metavar="K",
-                        help="video: run the Haar cascade every K frames, track in between")
-    parser.add_argument("--no-smooth", action="store_true", help="video: no temporal smoothing")
     args = parser.parse_args(argv)
-    if args.detect_every < 1:
-        parser.error("--detect-every must be >= 1")
+    check_input_options(parser, args)
     return args
 
 
 def main(argv=None):
     """Run the command line; returns the exit status (1 if any input failed)."""
-    from detect import KeypointDetector
-    from models import ModelFileError
-
     args = parse_args(argv)
-    try:
-        detector = KeypointDetector(args.model)
-        os.makedirs(args.out, exist_ok=True)
-    except (ModelFileError, OSError) as e:
-        print(f"filters.py: {e}", file=sys.stderr)
-        return 1
-    return 1 if run_inputs(args, detector) else 0
+    def make_detector():
+        rotations = () if args.upright_only else FaceDetector.ROTATIONS
+        return KeypointDetector(args.model, FaceDetector(rotations=rotations), backend=args.backend)
+
+    return run(args, make_detector, filter_action(args.filter))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import zlib
 
 from tqdm import tqdm
 
-from data_load import DataError, data_dir, read_keypoints_csv
+from media import DataError, OneLineParser, data_dir, read_keypoints_csv
 
 COURSE_URL = ("https://s3.amazonaws.com/video.udacity-data.com/topher/2018/May/"
               "5aea1b91_train-test-data/train-test-data.zip")
@@ -114,6 +114,16 @@ def copy_layout(root, folder, progress=True):
             shutil.copyfile(os.path.join(root, split, name), os.path.join(folder, split, name))
 
 
+def remove_stale_work_folders(parent, dest):
+    """Remove the work folders of earlier runs that were killed before they could clean up
+    (SIGKILL, power loss): `.<dest name>-*.tmp` beside dest, never the dataset itself."""
+    prefix = f".{os.path.basename(dest)}-"
+    for entry in os.scandir(parent):
+        if entry.is_dir() and entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
+            print(f"removing {entry.path}, left by an interrupted earlier run")
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
 def get_data(source=None, url=COURSE_URL, dest=None, expected_rows=EXPECTED_ROWS, progress=True):
     """Put a checked dataset at dest from a local folder or zip (source) or from url.
 
@@ -136,6 +146,7 @@ def get_data(source=None, url=COURSE_URL, dest=None, expected_rows=EXPECTED_ROWS
 
     parent = os.path.dirname(dest)
     os.makedirs(parent, exist_ok=True)
+    remove_stale_work_folders(parent, dest)
     # Assembled beside dest (same file system, so the final rename is atomic); removed on any exit.
     work = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}-", suffix=".tmp", dir=parent)
     try:
@@ -161,7 +172,7 @@ def get_data(source=None, url=COURSE_URL, dest=None, expected_rows=EXPECTED_ROWS
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = OneLineParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--from", dest="source", default=None,

@@ -14,7 +14,6 @@ milliseconds per frame for each stage (decode, detection, crop, CNN) and frames 
 to end (no drawing).
 """
 
-import argparse
 import os
 import tempfile
 import time
@@ -23,7 +22,10 @@ import cv2
 import numpy as np
 import torch
 
-from detect import DEFAULT_MODEL, FaceDetector, FaceTracker, KeypointDetector
+from backends import DEFAULT_MODEL
+from detect import FaceDetector, KeypointDetector
+from media import OneLineParser
+from tracking import FaceTracker
 
 FRAME_SIZE = (640, 480)
 
@@ -188,7 +190,7 @@ def measure_speed(model_path=DEFAULT_MODEL, n_frames=150, configs=None, repeats=
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Keypoint jitter and frame rate of detect.py on video.")
+    parser = OneLineParser(description="Keypoint jitter and frame rate of detect.py on video.")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--frames", type=int, default=120, help="frames per synthetic clip")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")

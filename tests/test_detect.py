@@ -9,10 +9,14 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from conftest import face_keypoints
 from skimage import data
 
 import detect
-from data_load import data_path, load_image, read_keypoints_csv
+import face_crop
+import media
+import tracking
+from media import data_path, load_image, read_keypoints_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DETECT_PY = os.path.join(ROOT, "detect.py")
@@ -40,7 +44,7 @@ def check_record(record, width, height, frame=None):
     if frame is not None:
         assert record["frame"] == frame and isinstance(record["frame"], int)
     for face in record["faces"]:
-        assert set(face) == {"box", "keypoints"}
+        assert set(face) == {"box", "keypoints", "roll"} and isinstance(face["roll"], float)
         assert len(face["box"]) == 4 and all(isinstance(v, float) for v in face["box"])
         assert len(face["keypoints"]) == 68
         assert all(len(p) == 2 and all(isinstance(v, float) and np.isfinite(v) for v in p)
@@ -55,7 +59,7 @@ def box_centre(box):
 def astronaut_face():
     """The cropped astronaut (RGB, 300 x 300) and the centre of its face, found by the detector."""
     image = np.ascontiguousarray(data.astronaut()[FACE_CROP])
-    boxes = detect.FaceDetector()(detect.to_gray(image))
+    boxes = detect.FaceDetector()(media.to_gray(image))
     assert len(boxes) == 1, boxes
     return image, box_centre(boxes[0])
 
@@ -97,7 +101,7 @@ def test_composed_test_set_faces_found_in_place(dataset_dir, detector):
         image = load_image(data_path("test", name))
         scale = height / image.shape[0]
         image = cv2.resize(image, (round(image.shape[1] * scale), height), interpolation=cv2.INTER_AREA)
-        if len(detector.face_detector(detect.to_gray(image))) == 1:  # clean single-face images
+        if len(detector.face_detector(media.to_gray(image))) == 1:  # clean single-face images
             pasted.append((image, values.reshape(68, 2) * scale))
         if len(pasted) == 3:
             break
@@ -122,7 +126,7 @@ def test_refine_recentres_a_badly_placed_box(detector):
     """A detector box shifted by 15 % of its side: the second pass (crop from the box the first
     keypoints imply) lands closer to the keypoints predicted from the detector's own box."""
     face, _ = astronaut_face()
-    box = detector.face_detector(detect.to_gray(face))[0]
+    box = detector.face_detector(media.to_gray(face))[0]
     reference = detector.keypoints_for_boxes(face, [box])[0]
     shifted = box + [0.15 * box[2], 0.15 * box[3], 0, 0]
     once = detector.keypoints_for_boxes(face, [shifted], refine=False)[0]
@@ -135,7 +139,7 @@ def test_refine_recentres_a_badly_placed_box(detector):
 
 def test_one_euro_filter_smooths_noise_and_follows_steps():
     rng = np.random.default_rng(0)
-    f = detect.OneEuroFilter(min_cutoff=1.0, beta=5.0)
+    f = tracking.OneEuroFilter(min_cutoff=1.0, beta=5.0)
     noisy = np.array([[10.0, 20.0]]) + rng.normal(0, 0.5, (200, 1, 2))
     out = np.stack([f(x, 1 / 30, scale=100) for x in noisy])
     assert out[50:].std(0).max() < 0.5 * noisy[50:].std(0).min()
@@ -146,7 +150,7 @@ def test_one_euro_filter_smooths_noise_and_follows_steps():
 
 def test_box_iou():
     a = np.array([[0, 0, 10, 10]])
-    iou = detect.box_iou(a, [[0, 0, 10, 10], [20, 20, 5, 5], [5, 0, 10, 10]])
+    iou = face_crop.box_iou(a, [[0, 0, 10, 10], [20, 20, 5, 5], [5, 0, 10, 10]])
     assert np.allclose(iou, [[1.0, 0.0, 1 / 3]])
 
 
@@ -160,9 +164,9 @@ def test_tracker_keeps_ids_detects_every_k_frames_and_smooths(detector):
     tracks = {}
     for smooth in (False, True):
         calls = []
-        tracker = detect.FaceTracker(detector, fps=30, detect_every=6, smooth=smooth)
-        detector.find_faces = lambda gray, calls=calls: calls.append(1) or type(detector).find_faces(
-            detector, gray)
+        tracker = tracking.FaceTracker(detector, fps=30, detect_every=6, smooth=smooth)
+        detector.find_faces = lambda gray, rotations=None, calls=calls: calls.append(1) or type(
+            detector).find_faces(detector, gray, rotations)
         try:
             results = [tracker(frame) for frame in frames]
         finally:
@@ -177,9 +181,9 @@ def test_tracker_keeps_ids_detects_every_k_frames_and_smooths(detector):
 
 
 def test_box_moved():
-    assert detect.box_moved([0, 0, 100, 100], [0, 0, 100, 100]) == 0
-    assert detect.box_moved([0, 0, 100, 100], [0.5, -2, 100, 100]) == pytest.approx(0.02)
-    assert detect.box_moved([0, 0, 100, 100], [-1, -1, 102, 102]) == pytest.approx(0.02)
+    assert face_crop.box_moved([0, 0, 100, 100], [0, 0, 100, 100]) == 0
+    assert face_crop.box_moved([0, 0, 100, 100], [0.5, -2, 100, 100]) == pytest.approx(0.02)
+    assert face_crop.box_moved([0, 0, 100, 100], [-1, -1, 102, 102]) == pytest.approx(0.02)
 
 
 def test_tracker_holds_the_crop_box_of_a_still_face(detector):
@@ -189,7 +193,7 @@ def test_tracker_holds_the_crop_box_of_a_still_face(detector):
     frames = [np.clip(face + rng.normal(0, 3, face.shape), 0, 255).astype(np.uint8) for _ in range(8)]
     boxes = {}
     for hold in (0.0, 0.05):
-        tracker = detect.FaceTracker(detector, fps=30, detect_every=100, hold=hold)
+        tracker = tracking.FaceTracker(detector, fps=30, detect_every=100, hold=hold)
         boxes[hold] = []
         for frame in frames:
             tracker(frame)
@@ -205,12 +209,83 @@ def test_outputs_never_overwrite_an_input(tmp_path):
     (tmp_path / "photos").mkdir()
     for name in ("a.png", "photos/b.png"):
         write_rgb(tmp_path / name, np.zeros((8, 8, 3), np.uint8))
-    outputs = detect.Outputs(str(tmp_path), inputs=[str(tmp_path / "a.png"), str(tmp_path / "photos")])
+    outputs = media.Outputs(str(tmp_path), inputs=[str(tmp_path / "a.png"), str(tmp_path / "photos")])
     first, second = outputs.path_for("a.png"), outputs.path_for("a.png")
     assert len({first, second, str(tmp_path / "a.png")}) == 3
     assert os.path.dirname(first) == str(tmp_path)
     assert outputs.path_for("photos/b.png") != str(tmp_path / "photos" / "b.png")
     assert outputs.path_for("c.png") == str(tmp_path / "c.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tilted heads: found in turned copies, cropped upright, tracked with their roll.
+
+def turned(image, degrees):
+    """The image turned counter-clockwise about its centre, and the 2x3 matrix that did it."""
+    h, w = image.shape[:2]
+    turn = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1.0)
+    return cv2.warpAffine(image, turn, (w, h), borderMode=cv2.BORDER_REPLICATE), turn
+
+
+def test_upright_box_turns_the_crop_so_the_eyes_are_level():
+    upright = face_keypoints(center=(150.0, 150.0))
+    for degrees in (-100.0, -40.0, -3.0, 25.0, 90.0, 180.0):
+        _, turn = turned(np.zeros((300, 300), np.uint8), degrees)
+        points = face_crop.transform_points(upright, turn)
+        assert abs(detect.wrap_degrees(face_crop.eye_roll(points) + degrees)) < 1e-6
+        box, angle = face_crop.upright_box(points, max_roll=5.0)
+        crop = face_crop.crop_matrix(box, 112, angle=angle)
+        in_crop = face_crop.transform_points(points, crop)
+        residual = face_crop.eye_roll(in_crop)
+        assert abs(residual) <= 5.0 + 1e-6 and (abs(degrees) <= 5 or abs(residual) > 4.99)
+        # centred as training centres the upright face: the landmark box centre mid-crop
+        assert np.abs((in_crop.min(0) + in_crop.max(0)) / 2 - 55.5).max() < 4
+        back = face_crop.transform_points(in_crop, face_crop.invert_matrix(crop))
+        np.testing.assert_allclose(back, points, atol=1e-9)
+
+
+@pytest.mark.parametrize("degrees", [-40.0, 30.0])
+def test_a_tilted_head_is_found_and_its_keypoints_follow_it(detector, degrees):
+    face, _ = astronaut_face()
+    [upright] = detector.detect(face)
+    tilted, turn = turned(face, degrees)
+    expected = face_crop.transform_points(upright.keypoints, turn)
+    eye_distance = np.linalg.norm(expected[36] - expected[45])
+    found = min(detector.detect(tilted), key=lambda f: np.linalg.norm(f.keypoints - expected, axis=1).mean())
+    assert np.linalg.norm(found.keypoints - expected, axis=1).mean() < 0.05 * eye_distance
+    assert abs(found.roll - detect.wrap_degrees(upright.roll - degrees)) < 4
+
+
+@pytest.mark.parametrize("degrees", [90.0, 180.0])
+def test_a_face_the_wrong_way_round_comes_out_right_where_it_is_found(detector, degrees):
+    """Rolled 90 or 180 degrees: the default copies (up to 45) do not find it, a detector told to
+    look there does, and its keypoints land where the upright ones went."""
+    face, _ = astronaut_face()
+    [upright] = detector.detect(face)
+    tilted, turn = turned(face, degrees)
+    # the face's roll is now -degrees (the image turned counter-clockwise): the copy to look in
+    looking = detect.KeypointDetector(face_detector=detect.FaceDetector(rotations=(-degrees,)))
+    found = [f for f in looking.detect(tilted)
+             if abs(detect.wrap_degrees(f.roll + degrees - upright.roll)) < 20]
+    assert len(found) == 1
+    expected = face_crop.transform_points(upright.keypoints, turn)
+    eye_distance = np.linalg.norm(expected[36] - expected[45])
+    assert np.linalg.norm(found[0].keypoints - expected, axis=1).mean() < 0.05 * eye_distance
+
+
+def test_tracker_follows_a_head_that_tilts(detector):
+    """Over 24 frames the head turns from upright to 60 degrees: the same track all the way, its
+    crop turning with it, keypoints on the face (the cascade alone loses it past about 20 degrees)."""
+    face, _ = astronaut_face()
+    [upright] = detector.detect(face)
+    tracker = tracking.FaceTracker(detector, fps=30, detect_every=5, smooth=False)
+    for i, degrees in enumerate(np.linspace(0, 60, 24)):
+        frame, turn = turned(face, degrees)
+        [tracked] = [f for f in tracker(frame) if f.track_id == 0]
+        expected = face_crop.transform_points(upright.keypoints, turn)
+        eye_distance = np.linalg.norm(expected[36] - expected[45])
+        assert np.linalg.norm(tracked.keypoints - expected, axis=1).mean() < 0.06 * eye_distance, i
+    assert tracker.tracks[0].id == 0 and tracker.tracks[0].angle < -45  # the crop turned with the head
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """train.py under torchrun: two processes (gloo, this CPU) train as one process with the same
 global batch would, stay identical, and resume from rank 0's checkpoint.
 
-Every run writes each process's final parameters and per-step losses with train.py's testing
-option --rank-dump. Each run is interrupted after 2 epochs and resumed for 2 more (--resume), so
-resuming under DDP is checked along the way.
+Every run goes through tests/train_dump.py, which runs train.main and then saves each process's
+final parameters and per-step losses. Each run stops after 2 epochs and is resumed for 2 more
+(--resume --epochs 4), so resuming under DDP is checked along the way.
 """
 
 import os
@@ -17,7 +17,7 @@ import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN_PY = os.path.join(ROOT, "train.py")
+TRAIN_DUMP = os.path.join(ROOT, "tests", "train_dump.py")
 BATCH = 32  # global batch: 16 crops per process
 
 
@@ -68,32 +68,31 @@ def run(command, log, timeout=120):
 
 def train_twice(data, out_dir, processes):
     """2 epochs, then --resume to 4, as `python train.py` or torchrun with 2 processes; returns
-    the rank dumps of the second part (rank -> dict) and the per-step losses of both parts."""
-    launcher = [sys.executable, TRAIN_PY] if processes == 1 else [
+    the rank dumps of the second part (rank -> dict) and (step, loss) of both parts' steps."""
+    launcher = [sys.executable, TRAIN_DUMP] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
-        TRAIN_PY]
+        TRAIN_DUMP]
     common = ["--data", str(data), "--input-size", "48", "--batch-size", str(BATCH), "--no-augment",
               "--val-fraction", "0", "--lr", "3e-4", "--warmup-epochs", "0", "--threads", "1",
               "--no-progress", "--out", str(out_dir / "model.pt")]
     os.makedirs(out_dir)
     dumps = []
     for part, epochs in ((1, 2), (2, 4)):
-        command = launcher + common + ["--epochs", str(epochs), "--rank-dump", str(out_dir / f"part{part}")]
+        command = launcher + [str(out_dir / f"part{part}")] + common + ["--epochs", str(epochs)]
         if part == 2:
             command.append("--resume")
         run(command, out_dir / f"part{part}.log")
         dumps.append({rank: torch.load(out_dir / f"part{part}" / f"rank{rank}.pt", weights_only=True)
                       for rank in range(processes)})
-    return dumps[-1], [step_loss for d in dumps for step_loss in global_losses(d)]
+    return dumps[-1], list(enumerate([loss for d in dumps for loss in global_losses(d)], start=1))
 
 
 def global_losses(dumps):
-    """(step, loss of the global batch): the mean of the processes' losses, each over an equal
-    share of the batch; every process must have run the same steps."""
-    steps = [[s for s, _ in d["step_losses"]] for d in dumps.values()]
-    assert all(s == steps[0] for s in steps), "the processes ran different steps"
-    return [(s, float(np.mean([d["step_losses"][i][1] for d in dumps.values()])))
-            for i, s in enumerate(steps[0])]
+    """The loss of the global batch at each step: the mean of the processes' losses, each over an
+    equal share of the batch; every process must have run the same number of steps."""
+    steps = {len(d["losses"]) for d in dumps.values()}
+    assert len(steps) == 1, "the processes ran different numbers of steps"
+    return [float(np.mean([d["losses"][i] for d in dumps.values()])) for i in range(steps.pop())]
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import evaluate
+import metrics
 
 
 def face(interocular=10.0):
@@ -19,7 +20,7 @@ def test_nme_is_mean_point_error_over_outer_eye_corner_distance():
     pred = gt.copy()
     pred[0] += [1, 0]               # every point 1 px off on a 10 px face -> 10 %
     pred[1, :34] += [0, 4]          # half the points 4 px off on a 20 px face -> 10 %
-    assert evaluate.nme_per_face(pred, gt) == pytest.approx([0.10, 0.10])
+    assert metrics.nme_per_face(pred, gt) == pytest.approx([0.10, 0.10])
 
 
 def test_summary_counts_misses_as_failures_but_not_in_nme():
@@ -29,7 +30,7 @@ def test_summary_counts_misses_as_failures_but_not_in_nme():
     pred[1] += [0.9, 0]             # 9 %: fails at 8 %, not at 10 %
     pred[2] += [1.5, 0]             # 15 %: fails at both
     pred[3] = np.nan                # detector miss
-    m = evaluate.summarize(pred, gt)
+    m = metrics.summarize(pred, gt)
     assert m["found"] == 3 and m["faces"] == 4
     assert m["nme"] == pytest.approx((5 + 9 + 15) / 3)
     assert m["failure_8"] == pytest.approx(75.0)
@@ -38,10 +39,10 @@ def test_summary_counts_misses_as_failures_but_not_in_nme():
 
 
 def test_auc_of_known_error_distributions():
-    assert evaluate.ced_auc(np.zeros(10)) == pytest.approx(1.0, abs=1e-3)
-    assert evaluate.ced_auc(np.full(10, np.inf)) == 0.0
+    assert metrics.ced_auc(np.zeros(10)) == pytest.approx(1.0, abs=1e-3)
+    assert metrics.ced_auc(np.full(10, np.inf)) == 0.0
     # errors spread uniformly over [0, 8 %]: the curve is the diagonal, area 1/2
-    assert evaluate.ced_auc(np.linspace(0, 0.08, 10001)) == pytest.approx(0.5, abs=2e-3)
+    assert metrics.ced_auc(np.linspace(0, 0.08, 10001)) == pytest.approx(0.5, abs=2e-3)
 
 
 def test_matching_box_picks_the_detection_on_the_labelled_face():

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-import data_load
+import backends
 import detect
 import evaluate
 import export
-import face_crop
 from models import Net, save_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,7 +57,7 @@ def test_export_writes_a_checked_onnx_model_with_its_metadata(small_model):
     pt, onnx_path, meta, difference = small_model
     assert 0 <= difference <= export.TOLERANCE
     assert os.listdir(os.path.dirname(onnx_path)) == ["small.onnx"]  # no temporary file left
-    model = detect.OnnxModel(onnx_path)
+    model = backends.OnnxModel(onnx_path)
     for key, value in meta.items():
         assert model.meta[key] == value, key
     with open(pt, "rb") as f:
@@ -67,15 +66,15 @@ def test_export_writes_a_checked_onnx_model_with_its_metadata(small_model):
 
 def test_exported_model_takes_any_batch_size_and_matches_pytorch(small_model):
     pt, onnx_path, _, _ = small_model
-    onnx_model, torch_model = detect.OnnxModel(onnx_path, threads=1), detect.TorchModel.load(pt)
+    onnx_model, torch_model = backends.OnnxModel(onnx_path, threads=1), backends.TorchModel.load(pt)
     crops = np.random.default_rng(1).random((5, 1, 48, 48), dtype=np.float32)
     for batch in (crops[:1], crops):
         out = onnx_model(batch)
         assert out.shape == (len(batch), 136)
         np.testing.assert_allclose(out, torch_model(batch), atol=export.TOLERANCE)
-    flip_onnx = detect.predict_normalized(onnx_model, crops, flip_average=True)
+    flip_onnx = backends.predict_normalized(onnx_model, crops, flip_average=True)
     # a PyTorch module is accepted as well, and run as it is (no inference copy)
-    flip_torch = detect.predict_normalized(torch_model.model, crops, flip_average=True)
+    flip_torch = backends.predict_normalized(torch_model.model, crops, flip_average=True)
     assert flip_onnx.shape == (5, 68, 2)
     np.testing.assert_allclose(flip_onnx, flip_torch, atol=export.TOLERANCE)
 
@@ -103,7 +102,7 @@ def test_export_of_a_bad_model_file_is_a_one_line_error(tmp_path):
 
 def test_shipped_onnx_model_is_exported_from_the_shipped_model():
     """saved_models/keypoints_model.onnx must follow keypoints_model.pt: `python export.py`."""
-    meta = detect.OnnxModel(SHIPPED_ONNX).meta
+    meta = backends.OnnxModel(SHIPPED_ONNX).meta
     with open(SHIPPED_PT, "rb") as f:
         assert meta["source_sha256"] == hashlib.sha256(f.read()).hexdigest(), \
             "saved_models/keypoints_model.onnx is out of date: run `python export.py`"
@@ -115,11 +114,11 @@ def test_onnx_backend_runs_the_pipeline_without_pytorch():
     result = python(
         "import json, sys\n"
         "from skimage import data\n"
-        "import detect\n"
+        "import detect, tracking\n"
         "detector = detect.KeypointDetector(backend='onnx')\n"
         "faces = detector.detect(data.astronaut())\n"
         "refined = detect.KeypointDetector(backend='onnx', refine=True).detect(data.astronaut())\n"
-        "tracker = detect.FaceTracker(detector)\n"
+        "tracker = tracking.FaceTracker(detector)\n"
         "tracked = [tracker(data.astronaut()) for _ in range(3)][-1]\n"
         "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]\n"
         "print(json.dumps([[f.keypoints.tolist() for f in r] for r in (faces, refined, tracked)]))\n")
@@ -134,13 +133,19 @@ def test_onnx_backend_runs_the_pipeline_without_pytorch():
     np.testing.assert_allclose(onnx_refined[0], torch_refined[0].keypoints, atol=0.05)
 
 
-def test_face_crop_needs_no_pytorch_and_data_load_reexports_it():
-    result = python("import sys, face_crop; assert 'torch' not in sys.modules")
+@pytest.mark.parametrize("module", ["face_crop", "media", "metrics", "backends", "tracking", "detect",
+                                    "filters", "get_data"])
+def test_modules_below_training_import_no_pytorch(module):
+    result = python(f"import sys, {module}; assert 'torch' not in sys.modules, 'torch loaded'")
     assert result.returncode == 0, result.stderr
-    names = ["crop_matrix", "warp_face", "keypoints_to_box", "load_image", "DataError", "FLIP_PERMUTATION",
-             "CROP_MARGIN", "HAAR_BOX_SPREAD", "IMAGE_EXTENSIONS", "normalize_keypoints"]
-    for name in names:
-        assert getattr(data_load, name) is getattr(face_crop, name), name
+
+
+def test_onnx_backend_runs_without_pytorch():
+    script = ("import sys, detect; from skimage import data; "
+              "faces = detect.KeypointDetector(backend='onnx').detect(data.astronaut()); "
+              "assert len(faces) == 1; assert 'torch' not in sys.modules, 'torch loaded'")
+    result = python(script)
+    assert result.returncode == 0, result.stderr
 
 
 def test_detect_cli_onnx_backend_and_a_missing_onnx_model(tmp_path):

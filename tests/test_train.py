@@ -2,6 +2,7 @@
 
 import copy
 import os
+import shlex
 
 import cv2
 import numpy as np
@@ -77,6 +78,44 @@ def test_training_run_writes_checkpoint_and_resume_continues_from_same_step(tiny
     assert meta["steps"] == resumed[1]["step"] and meta["input_size"] == 48
 
 
+def test_interrupted_and_resumed_run_ends_as_the_uninterrupted_one(tiny_data, tmp_path, monkeypatch, capsys):
+    common = ["--data", str(tiny_data), "--input-size", "32", "--widths", "4,4,4,4,4", "--hidden", "8",
+              "--batch-size", "4", "--epochs", "3", "--val-fraction", "0.34", "--no-progress"]
+    whole, part = str(tmp_path / "whole.pt"), str(tmp_path / "part.pt")
+    expected = train.main(common + ["--out", whole])
+
+    real_step = train.train_step
+    def ctrl_c_after_epoch_1(*args, **kwargs):  # noqa: E306
+        if os.path.exists(part + ".ckpt"):
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+    monkeypatch.setattr(train, "train_step", ctrl_c_after_epoch_1)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(common + ["--out", part])
+    message = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 130 and "\n" not in message
+    assert message.startswith("train.py: interrupted after epoch 1; resume with `python train.py --resume")
+    assert not os.path.exists(part)                                   # --out not written
+    assert torch.load(part + ".ckpt", weights_only=True)["epoch"] == 1
+
+    monkeypatch.setattr(train, "train_step", real_step)
+    resume = shlex.split(message.split("`")[1])[2:] + ["--no-progress"]  # the command it printed
+    resumed = train.main(resume)
+    drop_seconds = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]  # noqa: E731
+    assert drop_seconds(resumed) == drop_seconds(expected)
+    (model, meta), (reference, _) = load_model(part), load_model(whole)
+    for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name                              # bit for bit (--workers 0)
+    assert meta["command_history"] == [train.parse_args(common + ["--out", part]).command,
+                                       train.parse_args(resume).command]
+
+    # A finished run's checkpoint does not stop a new run with the same --out (rerunning a
+    # notebook); an unfinished one does.
+    train.main(common + ["--out", part, "--epochs", "1"])
+    assert torch.load(part + ".ckpt", weights_only=True)["run_options"]["epochs"] == 1
+
+
 def test_shape_and_augment_options_reach_the_saved_model(tiny_data, tmp_path):
     out = str(tmp_path / "small.pt")
     args = ["--data", str(tiny_data), "--input-size", "48", "--batch-size", "4", "--epochs", "1",
@@ -147,12 +186,22 @@ def test_missing_data_is_a_one_line_error(tmp_path, capsys):
 
 def test_model_file_checks(tmp_path):
     path = str(tmp_path / "m.pt")
-    save_model(Net(), path, {"arch": "net", "input_size": 112})
-    model, meta = load_model(path)
-    assert meta["arch"] == "net" and not model.training
+    meta = {"arch": "net", "input_size": 112, "crop_margin": 1.3, "crop_shift": 0.1}
+    save_model(Net(), path, meta)
+    model, loaded = load_model(path)
+    assert loaded == meta and not model.training
 
-    save_model(Net(widths=(8, 16, 24, 48, 96)), path, {"arch": "net", "input_size": 112})
-    with pytest.raises(ModelFileError, match="does not match the architecture"):
+    save_model(Net(widths=(8, 16, 24, 48, 96)), path, meta)
+    with pytest.raises(ModelFileError, match="does not match the architecture .*size mismatch"):
+        load_model(path)
+    save_model(Net(), path, {"arch": "net", "input_size": 112, "crop_shift": 0.1})
+    with pytest.raises(ModelFileError, match="lacks crop_margin"):
+        load_model(path)
+    diverged = Net()
+    with torch.no_grad():
+        diverged.features[0].weight[0, 0, 0, 0] = float("inf")
+    save_model(diverged, path, meta)
+    with pytest.raises(ModelFileError, match="non-finite weights"):
         load_model(path)
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     with pytest.raises(ModelFileError, match="not a readable model file"):

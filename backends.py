@@ -1,0 +1,147 @@
+"""The network on one of two backends with the same NumPy interface: a float32 (N, 1, S, S) array of
+face crops in [0, 1] goes in, a (N, 136) array of keypoints normalised to [-1, 1] comes out.
+
+    model = load_backend("torch")    # saved_models/keypoints_model.pt on PyTorch (models.load_model)
+    model = load_backend("onnx")     # saved_models/keypoints_model.onnx on onnxruntime (export.py)
+    keypoints = predict_normalized(model, crops, flip_average=True)   # (N, 68, 2)
+
+PyTorch is imported only by the torch backend: the onnx backend needs NumPy and onnxruntime.
+Both check at load time that the model has the metadata detection needs and predicts finite numbers.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from face_crop import FLIP_PERMUTATION, NUM_KEYPOINTS
+from media import DataError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_MODEL = os.path.join(HERE, "saved_models", "keypoints_model.pt")
+DEFAULT_ONNX_MODEL = os.path.join(HERE, "saved_models", "keypoints_model.onnx")  # python export.py
+# What detection needs to know about a model besides its weights.
+REQUIRED_META = ("input_size", "crop_margin", "crop_shift")
+
+
+class TorchModel:
+    """The PyTorch network from a .pt file (models.load_model). torch is imported here, when this
+    backend is used, so that the onnx backend never loads it.
+
+    `model` is the network as saved (what Notebook 3 prints); predictions run on
+    models.inference_copy of it (batch norm merged into the convolutions, channels_last), which
+    gives the same keypoints faster, unless `fuse` is False."""
+
+    def __init__(self, model, meta=None, fuse=True):
+        from models import inference_copy
+        self.model, self.meta, self.fuse = model, meta, fuse
+        self.runner = inference_copy(model) if fuse else model
+
+    @classmethod
+    def load(cls, path):
+        from models import ModelFileError, load_model
+        try:
+            model = cls(*load_model(path))
+        except ModelFileError as e:
+            raise DataError(str(e)) from None
+        check_model(model, path)
+        return model
+
+    def __call__(self, batch):
+        import torch
+        x = torch.from_numpy(batch)
+        if self.fuse:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            return self.runner(x).numpy()
+
+
+class OnnxModel:
+    """The network exported by export.py, on onnxruntime; the metadata (input size, crop...) comes
+    from the ONNX file's metadata_props. `threads` sets onnxruntime's intra- and inter-op threads
+    (0: onnxruntime's default, one per physical core)."""
+
+    def __init__(self, path, threads=0):
+        if not os.path.isfile(path):
+            raise DataError(f"{path}: no such ONNX model (write it with `python export.py`)")
+        try:
+            import onnxruntime
+        except ImportError:
+            raise DataError("the onnx backend needs onnxruntime: pip install -r requirements.txt") from None
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
+        try:
+            self.model = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime has no public exception base class
+            raise DataError(f"{path}: not a readable ONNX model ({str(e).strip().splitlines()[0]})") from None
+        try:  # export.py stores each metadata value as JSON
+            self.meta = {k: json.loads(v) for k, v in self.model.get_modelmeta().custom_metadata_map.items()}
+        except ValueError:
+            self.meta = {}
+        if not set(REQUIRED_META) <= set(self.meta):
+            raise DataError(f"{path}: no facial-keypoints metadata (export it with `python export.py`)")
+        graph_input, graph_output = self.model.get_inputs()[0], self.model.get_outputs()[0]
+        size = self.meta["input_size"]
+        if list(graph_input.shape[1:]) != [1, size, size] or graph_output.shape[-1] != 2 * NUM_KEYPOINTS:
+            raise DataError(f"{path}: the graph takes {graph_input.shape} and gives {graph_output.shape}, "
+                            f"not (batch, 1, {size}, {size}) -> (batch, {2 * NUM_KEYPOINTS}) as its metadata "
+                            "says; export it again with `python export.py`")
+        self.input_name = graph_input.name
+        check_model(self, path)
+
+    def __call__(self, batch):
+        return self.model.run(None, {self.input_name: batch})[0]
+
+
+def check_model(model, path):
+    """A model is usable when it predicts finite keypoints for a plain gray crop: a diverged
+    training run saves NaN weights, which would otherwise fail later, on the first face."""
+    missing = [key for key in REQUIRED_META if key not in (model.meta or {})]
+    if missing:
+        raise DataError(f"{path}: the model's metadata has no {', '.join(missing)} (not saved by "
+                        "train.py?); use a model file that train.py wrote")
+    size = model.meta["input_size"]
+    probe = np.full((1, 1, size, size), 0.5, dtype=np.float32)
+    if not np.isfinite(model(probe)).all():
+        raise DataError(f"{path}: the model predicts non-finite numbers (a diverged training run?); "
+                        "use another model file")
+
+
+BACKENDS = {"torch": TorchModel.load, "onnx": OnnxModel}
+DEFAULT_MODELS = {"torch": DEFAULT_MODEL, "onnx": DEFAULT_ONNX_MODEL}
+
+
+def load_backend(backend="torch", model_path=None):
+    """The network on a backend ("torch" or "onnx") from its file (default: the shipped one)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    return BACKENDS[backend](model_path or DEFAULT_MODELS[backend])
+
+
+def predict_normalized(model, crops, flip_average=False):
+    """(N, 1, S, S) crops in [0, 1] -> (N, 68, 2) keypoints in [-1, 1] crop coordinates, NumPy.
+
+    `model` is a TorchModel or OnnxModel (a PyTorch module is used as it is). With
+    flip_average the mirrored crops are predicted too, mapped back (x -> -x, left/right points
+    swapped) and averaged with the direct prediction: a little more accurate, twice the work.
+    """
+    if flip_average:
+        direct, mirrored = predict_both_ways(model, crops)
+        return (direct + mirrored) / 2
+    return run_model(model, np.asarray(crops, dtype=np.float32))
+
+
+def predict_both_ways(model, crops):
+    """The keypoints of the crops and those of their mirror images mapped back (x -> -x,
+    left/right points swapped), from one batch: (N, 68, 2) each."""
+    crops = np.asarray(crops, dtype=np.float32)
+    n = crops.shape[0]
+    pred = run_model(model, np.concatenate([crops, crops[..., ::-1]]))
+    return pred[:n], pred[n:, FLIP_PERMUTATION] * np.array([-1, 1], dtype=pred.dtype)
+
+
+def run_model(model, batch):
+    """(N, 1, S, S) float32 -> (N, 68, 2) on either backend (a bare PyTorch module works too)."""
+    if not isinstance(model, (TorchModel, OnnxModel)):
+        model = TorchModel(model, fuse=False)
+    return model(np.ascontiguousarray(batch)).reshape(-1, NUM_KEYPOINTS, 2)
