@@ -349,6 +349,12 @@ def end_to_end(detector, dlib_pipeline, clips):
     def ours_per_frame(buffers):
         return [len(detector.detect(decode_jpeg(b))) for b in buffers]
 
+    upright_only = KeypointDetector(detector.backend_path, FaceDetector(rotations=()),
+                                    backend=detector.backend_name)
+
+    def ours_upright(buffers):  # detect.py --upright-only
+        return [len(upright_only.detect(decode_jpeg(b))) for b in buffers]
+
     def ours_video(buffers):  # a new video per clip, as detect.py handles each video
         tracker = FaceTracker(detector, fps=30)
         return [len(tracker(decode_jpeg(b))) for b in buffers]
@@ -356,7 +362,8 @@ def end_to_end(detector, dlib_pipeline, clips):
     def dlib_per_frame(buffers):
         return [len(dlib_pipeline.detect(decode_jpeg(b))) for b in buffers]
 
-    pipelines = {"ours": ours_per_frame, "ours_video": ours_video, "dlib": dlib_per_frame}
+    pipelines = {"ours": ours_per_frame, "ours_upright": ours_upright, "ours_video": ours_video,
+                 "dlib": dlib_per_frame}
     return frames_per_second(clips, pipelines)
 
 
@@ -449,6 +456,11 @@ def detector_rows(results):
             for name, (found, seconds) in results.items()]
 
 
+END_TO_END_ROWS = (("ours", "end to end, every frame detected (frames with a face)"),
+                   ("ours_upright", "end to end, every frame, --upright-only (frames with a face)"),
+                   ("ours_video", "end to end, video tracking (frames with a face)"))
+
+
 def speed_rows(latency, detection, fps, training):
     ms = "{:.2f} ms".format
     rows = [[label, ms(1e3 * latency[key]), ms(1e3 * latency["dlib"]),
@@ -465,8 +477,7 @@ def speed_rows(latency, detection, fps, training):
     rows += [[label, f"{fps[key][0]:.1f} fps ({100 * fps[key][1]:.0f} %)",
               f"{fps['dlib'][0]:.1f} fps ({100 * fps['dlib'][1]:.0f} %)",
               speed_ratio(fps[key][0], fps["dlib"][0], higher_is_faster=True)]
-             for key, label in (("ours", "end to end, every frame detected (frames with a face)"),
-                                ("ours_video", "end to end, video tracking (frames with a face)"))]
+             for key, label in END_TO_END_ROWS if key in fps]
     rates, batch_size = training["throughput"]
     rows += [[f"training: images per second (batch {batch_size}, {threads} thread{'s' * (threads != 1)})",
               f"{images_per_second:.0f}", "-", "-"] for threads, images_per_second in rates.items()]

@@ -38,7 +38,6 @@ from face_crop import (
     crop_centre,
     crop_matrix,
     denormalize_keypoints,
-    eye_roll,
     invert_matrix,
     transform_points,
     upright_box,
@@ -56,7 +55,8 @@ class FaceDetector:
 
     The cascade knows upright faces only, so it also runs on copies of the image turned by each of
     `rotations` degrees: a tilted head is upright in one of them. A face found in several copies
-    is kept where the cascade was surest of it (its level weight), and a box that covers more than
+    is kept where the cascade was surest of it (its level weight; KeypointDetector.find_faces asks
+    the network instead), and a box that covers more than
     `overlap` of a surer one (or of itself) is dropped as the same face. `find` gives each face's box
     and the angle of the copy it was found in (its rough roll: its crop is turned by that angle);
     `__call__` gives the boxes alone. When no copy has a face, a more sensitive upright pass
@@ -137,11 +137,6 @@ class FaceDetector:
 # ---------------------------------------------------------------------------------------------
 # The pipeline: faces, crops, network, keypoints in image pixels.
 
-def wrap_degrees(angle):
-    """An angle in degrees as the same angle in [-180, 180)."""
-    return (angle + 180.0) % 360.0 - 180.0
-
-
 @contextmanager
 def stopwatch(seconds, stage):
     """Add the time spent in the block to seconds[stage]."""
@@ -155,7 +150,7 @@ def stopwatch(seconds, stage):
 class KeypointDetector:
     """Faces -> crops -> keypoints, with the model ("torch": .pt, or "onnx": .onnx; default: the
     shipped one) and the face detector loaded once. With `refine`, each face is cropped again from
-    the box its first keypoints imply (face_crop.keypoints_to_box) and predicted again: twice the
+    the box its first keypoints imply (face_crop.upright_box) and predicted again: twice the
     CNN work, a crop centred on the face whatever the detector's box, and turned so that the eyes
     are within `max_roll` degrees of level. `seconds` adds up the time per stage (detection, crop,
     cnn) for benchmarks."""
@@ -163,6 +158,7 @@ class KeypointDetector:
     def __init__(self, model_path=None, face_detector=None, flip_average=True, refine=True,
                  backend="torch", max_roll=5.0):
         self.backend = load_backend(backend, model_path)
+        self.backend_name, self.backend_path = backend, model_path
         self.model, self.meta = self.backend.model, self.backend.meta
         self.size = self.meta["input_size"]
         self.margin, self.shift = self.meta["crop_margin"], self.meta["crop_shift"]
@@ -183,18 +179,11 @@ class KeypointDetector:
     def keypoints_for_boxes(self, image, boxes, angles=None, refine=None):
         """(N, 68, 2) keypoints in image pixels for the given face boxes, crops turned by `angles`;
         one CNN batch (two with refine, which defaults to self.refine: the second crop comes from
-        the first keypoints, turned upright by face_crop.upright_box). A face whose first crop was
-        turned far from its roll (more than `far_roll` degrees, beyond what training rotates) is
-        refined twice: its first keypoints place the second crop only roughly."""
+        the first keypoints, turned upright by face_crop.upright_box)."""
         gray = media.to_gray(image)
         keypoints = self.predict_boxes(gray, boxes, angles)
-        if not (self.refine if refine is None else refine) or len(keypoints) == 0:
-            return keypoints
-        angles = np.zeros(len(keypoints)) if angles is None else np.asarray(angles, dtype=np.float64)
-        far = np.abs([wrap_degrees(eye_roll(k) - a) for k, a in zip(keypoints, angles, strict=True)]) > 15
-        keypoints = self.predict_boxes(gray, *self.next_crops(keypoints))
-        if far.any():
-            keypoints[far] = self.predict_boxes(gray, *self.next_crops(keypoints[far]))
+        if self.refine if refine is None else refine:
+            keypoints = self.predict_boxes(gray, *self.next_crops(keypoints))
         return keypoints
 
     def next_crops(self, keypoints):

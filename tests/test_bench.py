@@ -298,3 +298,13 @@ def test_speed_rows_show_the_onnx_row_when_measured():
     [onnx_row] = [row for row in rows if "onnxruntime" in row[0]]
     assert onnx_row[1:] == ["0.50 ms", "1.00 ms", "2.00x faster"]
     assert len(rows) == len(labels) + 1
+
+
+def test_a_partial_run_does_not_overwrite_the_committed_report():
+    quick = bench.parse_args(["--limit", "5"])
+    assert os.path.realpath(quick.out) != os.path.realpath(bench.REPORT)
+    assert os.path.realpath(quick.plot) != os.path.realpath(bench.REPORT_PLOT)
+    full = bench.parse_args([])
+    assert (full.out, full.plot) == (bench.REPORT, bench.REPORT_PLOT)
+    asked = bench.parse_args(["--limit", "5", "--out", bench.REPORT])
+    assert asked.out == bench.REPORT

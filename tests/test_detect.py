@@ -220,6 +220,11 @@ def test_outputs_never_overwrite_an_input(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Tilted heads: found in turned copies, cropped upright, tracked with their roll.
 
+def wrap_degrees(angle):
+    """An angle in degrees as the same angle in [-180, 180)."""
+    return (angle + 180.0) % 360.0 - 180.0
+
+
 def turned(image, degrees):
     """The image turned counter-clockwise about its centre, and the 2x3 matrix that did it."""
     h, w = image.shape[:2]
@@ -232,7 +237,7 @@ def test_upright_box_turns_the_crop_so_the_eyes_are_level():
     for degrees in (-100.0, -40.0, -3.0, 25.0, 90.0, 180.0):
         _, turn = turned(np.zeros((300, 300), np.uint8), degrees)
         points = face_crop.transform_points(upright, turn)
-        assert abs(detect.wrap_degrees(face_crop.eye_roll(points) + degrees)) < 1e-6
+        assert abs(wrap_degrees(face_crop.eye_roll(points) + degrees)) < 1e-6
         box, angle = face_crop.upright_box(points, max_roll=5.0)
         crop = face_crop.crop_matrix(box, 112, angle=angle)
         in_crop = face_crop.transform_points(points, crop)
@@ -253,7 +258,7 @@ def test_a_tilted_head_is_found_and_its_keypoints_follow_it(detector, degrees):
     eye_distance = np.linalg.norm(expected[36] - expected[45])
     found = min(detector.detect(tilted), key=lambda f: np.linalg.norm(f.keypoints - expected, axis=1).mean())
     assert np.linalg.norm(found.keypoints - expected, axis=1).mean() < 0.05 * eye_distance
-    assert abs(found.roll - detect.wrap_degrees(upright.roll - degrees)) < 4
+    assert abs(found.roll - wrap_degrees(upright.roll - degrees)) < 4
 
 
 @pytest.mark.parametrize("degrees", [90.0, 180.0])
@@ -266,7 +271,7 @@ def test_a_face_the_wrong_way_round_comes_out_right_where_it_is_found(detector, 
     # the face's roll is now -degrees (the image turned counter-clockwise): the copy to look in
     looking = detect.KeypointDetector(face_detector=detect.FaceDetector(rotations=(-degrees,)))
     found = [f for f in looking.detect(tilted)
-             if abs(detect.wrap_degrees(f.roll + degrees - upright.roll)) < 20]
+             if abs(wrap_degrees(f.roll + degrees - upright.roll)) < 20]
     assert len(found) == 1
     expected = face_crop.transform_points(upright.keypoints, turn)
     eye_distance = np.linalg.norm(expected[36] - expected[45])
@@ -399,3 +404,30 @@ def test_cli_video_round_trip(tmp_path):
     capture = cv2.VideoCapture(str(tmp_path / "out" / "clip.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == n_frames
     capture.release()
+
+
+def test_ctrl_c_during_a_video_ends_the_whole_run_and_keeps_what_was_written(tmp_path, monkeypatch):
+    face, _ = astronaut_face()
+    writer = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25, (300, 300))
+    for _ in range(6):
+        writer.write(cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+    writer.release()
+    write_rgb(tmp_path / "after.png", face)
+    frames_seen = []
+    track = tracking.FaceTracker.__call__
+
+    def interrupted_on_the_third_frame(self, frame):
+        frames_seen.append(1)
+        if len(frames_seen) == 3:
+            raise KeyboardInterrupt
+        return track(self, frame)
+
+    monkeypatch.setattr(tracking.FaceTracker, "__call__", interrupted_on_the_third_frame)
+    status = detect.main([str(tmp_path / "clip.mp4"), str(tmp_path / "after.png"), "--out",
+                          str(tmp_path / "out"), "--json", str(tmp_path / "k.jsonl"), "--no-flip"])
+    assert status == 130
+    assert [r.get("frame") for r in read_jsonl(tmp_path / "k.jsonl")] == [0, 1]  # the image never ran
+    capture = cv2.VideoCapture(str(tmp_path / "out" / "clip.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 2  # a complete file of the frames done
+    capture.release()
+    assert not (tmp_path / "out" / "after.png").exists()

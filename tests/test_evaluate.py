@@ -58,3 +58,26 @@ def test_ced_plot_is_written(tmp_path):
     path = tmp_path / "ced.png"
     evaluate.plot_ced({"a": np.array([0.01, 0.05, np.inf])}, str(path))
     assert path.stat().st_size > 1000
+
+
+def test_no_face_found_is_said_in_words_without_warnings(tmp_path, capsys):
+    """Images where the detector finds nothing: no 'NME nan%', no numpy warnings, no plot."""
+    import warnings
+
+    import cv2
+    from conftest import face_keypoints
+
+    (tmp_path / "images").mkdir()
+    rows = []
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / "images" / f"blank_{i}.png"), np.full((160, 160), 128, np.uint8))
+        points = face_keypoints(center=(80, 80), scale=0.8).ravel()
+        rows.append(f"blank_{i}.png," + ",".join(f"{v:.1f}" for v in points))
+    (tmp_path / "blank.csv").write_text("," + ",".join(map(str, range(136))) + "\n" + "\n".join(rows) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = evaluate.main(["--csv", str(tmp_path / "blank.csv"), "--images", str(tmp_path / "images"),
+                           "--plot", str(tmp_path / "ced.png")])
+    out = capsys.readouterr().out
+    assert m["found"] == 0 and "no face found in 2 labelled images" in out and "nan" not in out
+    assert not (tmp_path / "ced.png").exists()

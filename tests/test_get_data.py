@@ -236,3 +236,17 @@ def test_missing_source_is_one_line_without_traceback(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == f"get_data.py: {tmp_path / 'nowhere'}: no such file or folder"
     assert not os.path.exists(tmp_path / "data")
+
+
+def test_a_killed_run_leaves_a_work_folder_the_next_run_removes(source, tmp_path):
+    """SIGKILL leaves no chance to clean up: the next run removes what the killed one left."""
+    folder, counts = source
+    dest = tmp_path / "data"
+    stale = tmp_path / ".data-abc123.tmp"
+    (stale / "data").mkdir(parents=True)
+    (stale / "data" / "half.csv").write_text("a killed copy")
+    keep = tmp_path / ".other-abc.tmp"  # another dataset's work folder is not ours to remove
+    keep.mkdir()
+    get_data.get_data(folder, dest=str(dest), expected_rows=counts, progress=False)
+    assert not stale.exists() and keep.exists()
+    assert leftovers(str(dest)) == []
