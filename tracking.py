@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import media
-from face_crop import box_iou, box_moved, upright_box
+from face_crop import angle_between, box_iou, box_moved, upright_box
 from media import Face
 
 
@@ -135,8 +135,8 @@ class FaceTracker:
             return ()
         wanted = {rotations[self.rounds % len(rotations)]}
         for track in self.tracks:
-            nearest = min(rotations, key=lambda r: abs(r - track.angle))  # noqa: B023
-            if abs(nearest - track.angle) < abs(track.angle):  # closer than the upright pass
+            nearest = min(rotations, key=lambda r: abs(angle_between(r, track.angle)))  # noqa: B023
+            if abs(angle_between(nearest, track.angle)) < abs(angle_between(0.0, track.angle)):
                 wanted.add(nearest)
         self.rounds += 1
         return tuple(sorted(wanted))

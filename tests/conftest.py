@@ -81,6 +81,19 @@ def write_course_dataset(root, n_train=3, n_test=2, extra_test=1, seed=0):
     return {"training": n_train, "test": n_test}
 
 
+def write_training_split(root, samples):
+    """A training/ folder and its CSV at root from (name, image, (68, 2) keypoints) samples."""
+    os.makedirs(os.path.join(root, "training"))
+    header = "," + ",".join(str(i) for i in range(136))
+    lines = [header]
+    for name, image, keypoints in samples:
+        assert cv2.imwrite(os.path.join(root, "training", name), image), name
+        lines.append(name + "," + ",".join(repr(float(v)) for v in np.ravel(keypoints)))
+    with open(os.path.join(root, CSV_FILES["training"]), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return root
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path):
     """A tiny course-layout dataset in a temporary folder: (folder, expected row counts)."""

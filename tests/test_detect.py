@@ -220,11 +220,6 @@ def test_outputs_never_overwrite_an_input(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Tilted heads: found in turned copies, cropped upright, tracked with their roll.
 
-def wrap_degrees(angle):
-    """An angle in degrees as the same angle in [-180, 180)."""
-    return (angle + 180.0) % 360.0 - 180.0
-
-
 def turned(image, degrees):
     """The image turned counter-clockwise about its centre, and the 2x3 matrix that did it."""
     h, w = image.shape[:2]
@@ -237,7 +232,7 @@ def test_upright_box_turns_the_crop_so_the_eyes_are_level():
     for degrees in (-100.0, -40.0, -3.0, 25.0, 90.0, 180.0):
         _, turn = turned(np.zeros((300, 300), np.uint8), degrees)
         points = face_crop.transform_points(upright, turn)
-        assert abs(wrap_degrees(face_crop.eye_roll(points) + degrees)) < 1e-6
+        assert abs(face_crop.angle_between(face_crop.eye_roll(points), -degrees)) < 1e-6
         box, angle = face_crop.upright_box(points, max_roll=5.0)
         crop = face_crop.crop_matrix(box, 112, angle=angle)
         in_crop = face_crop.transform_points(points, crop)
@@ -258,7 +253,7 @@ def test_a_tilted_head_is_found_and_its_keypoints_follow_it(detector, degrees):
     eye_distance = np.linalg.norm(expected[36] - expected[45])
     found = min(detector.detect(tilted), key=lambda f: np.linalg.norm(f.keypoints - expected, axis=1).mean())
     assert np.linalg.norm(found.keypoints - expected, axis=1).mean() < 0.05 * eye_distance
-    assert abs(found.roll - wrap_degrees(upright.roll - degrees)) < 4
+    assert abs(found.roll - face_crop.angle_between(upright.roll - degrees, 0.0)) < 4
 
 
 @pytest.mark.parametrize("degrees", [90.0, 180.0])
@@ -271,7 +266,7 @@ def test_a_face_the_wrong_way_round_comes_out_right_where_it_is_found(detector, 
     # the face's roll is now -degrees (the image turned counter-clockwise): the copy to look in
     looking = detect.KeypointDetector(face_detector=detect.FaceDetector(rotations=(-degrees,)))
     found = [f for f in looking.detect(tilted)
-             if abs(wrap_degrees(f.roll + degrees - upright.roll)) < 20]
+             if abs(face_crop.angle_between(f.roll + degrees - upright.roll, 0.0)) < 20]
     assert len(found) == 1
     expected = face_crop.transform_points(upright.keypoints, turn)
     eye_distance = np.linalg.norm(expected[36] - expected[45])

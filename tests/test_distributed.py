@@ -12,9 +12,9 @@ import sys
 
 import cv2
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from conftest import write_training_split
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_DUMP = os.path.join(ROOT, "tests", "train_dump.py")
@@ -29,8 +29,7 @@ def make_varied_dataset(root, n_images=64, size=96, seed=0):
     angles = np.linspace(0, 2 * np.pi, 68, endpoint=False)
     ring = np.stack([np.cos(angles), np.sin(angles)], 1) * [26, 32]
     outermost = [0, 17, 34, 51]  # right, bottom, left, top of the ring
-    os.makedirs(root / "training")
-    rows = []
+    samples = []
     for i in range(n_images):
         pull = np.full((68, 1), rng.uniform(0.1, 1.0))
         pull[outermost] = 1.0
@@ -38,12 +37,8 @@ def make_varied_dataset(root, n_images=64, size=96, seed=0):
         image = (rng.random((size, size, 3)) * 60).astype(np.uint8)
         for k in keypoints:
             cv2.circle(image, tuple(int(round(v)) for v in k), 2, (220, 200, 180), -1)
-        name = f"Person_{i % 8}_{i:02d}.jpg"
-        cv2.imwrite(str(root / "training" / name), image)
-        rows.append([name, *keypoints.ravel()])
-    pd.DataFrame(rows, columns=[""] + [str(i) for i in range(136)]).to_csv(
-        root / "training_frames_keypoints.csv", index=False)
-    return root
+        samples.append((f"Person_{i % 8}_{i:02d}.jpg", image, keypoints))
+    return write_training_split(root, samples)
 
 
 def run(command, log, timeout=120):

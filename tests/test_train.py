@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import write_training_split
 
 import train
 from data_load import FaceCropAugment
@@ -20,8 +21,7 @@ def make_dataset(root, n_images=12, people=6, size=96, seed=0):
     rng = np.random.default_rng(seed)
     mean_face = np.stack([np.cos(np.linspace(0, 2 * np.pi, 68, endpoint=False)),
                           np.sin(np.linspace(0, 2 * np.pi, 68, endpoint=False))], 1)
-    os.makedirs(root / "training")
-    rows = []
+    samples = []
     for i in range(n_images):
         image = (rng.random((size, size, 3)) * 60).astype(np.uint8)
         centre = size / 2 + rng.uniform(-5, 5, 2)
@@ -29,12 +29,8 @@ def make_dataset(root, n_images=12, people=6, size=96, seed=0):
         cv2.ellipse(image, tuple(int(v) for v in centre), (26, 32), 0, 0, 360, (200, 180, 160), -1)
         for k in keypoints[::4]:
             cv2.circle(image, tuple(int(round(v)) for v in k), 2, (20, 20, 20), -1)
-        name = f"Person_{i % people}_{i:02d}.jpg"
-        cv2.imwrite(str(root / "training" / name), image)
-        rows.append([name, *keypoints.ravel()])
-    pd.DataFrame(rows, columns=[""] + [str(i) for i in range(136)]).to_csv(
-        root / "training_frames_keypoints.csv", index=False)
-    return root
+        samples.append((f"Person_{i % people}_{i:02d}.jpg", image, keypoints))
+    return write_training_split(root, samples)
 
 
 @pytest.fixture
