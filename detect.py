@@ -81,12 +81,13 @@ class FaceDetector:
         self.min_size, self.max_side, self.retry, self.rotations = min_size, max_side, retry, rotations
         self.overlap, self.upright_bonus = overlap, upright_bonus
 
-    def find(self, gray, rotations=None):
+    def find(self, gray, rotations=None, coarse=()):
         """(boxes (N, 4) x, y, w, h in image pixels, angles (N,) in degrees); `rotations`
-        overrides self.rotations for this call (the video tracker turns fewer copies per frame)."""
-        return self.merge(self.candidates(gray, rotations))
+        overrides self.rotations for this call, and the copies turned by `coarse` angles are
+        searched at half resolution (the video tracker turns fewer copies per frame)."""
+        return self.merge(self.candidates(gray, rotations, coarse))
 
-    def candidates(self, gray, rotations=None):
+    def candidates(self, gray, rotations=None, coarse=()):
         """Every detection in every turned copy, before merging: a list of (weight, box, angle)."""
         scale = min(1.0, self.max_side / max(gray.shape[:2]))
         small = gray if scale == 1 else cv2.resize(gray, None, fx=scale, fy=scale,
@@ -95,6 +96,11 @@ class FaceDetector:
         found = []  # (weight, crop centre, side, angle)
         for angle in (0.0, *(self.rotations if rotations is None else rotations)):
             found += self.find_turned(small, angle, min_size)
+        if coarse:  # faces below twice min_size are missed there
+            half = cv2.resize(small, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+            for angle in coarse:
+                found += [(weight, centre * 2, side * 2, angle)
+                          for weight, centre, side, angle in self.find_turned(half, angle, min_size)]
         if not found and self.retry:
             boxes = self.cascade.detectMultiScale(small, *self.retry, minSize=min_size)
             found = [(0.0, crop_centre(box), float(box[2]), 0.0) for box in boxes]
@@ -221,12 +227,12 @@ class KeypointDetector:
         pred = denormalize_keypoints(pred, self.size)
         return np.stack([transform_points(p, invert_matrix(m)) for p, m in zip(pred, matrices, strict=True)])
 
-    def find_faces(self, gray, rotations=None):
+    def find_faces(self, gray, rotations=None, coarse=()):
         """(boxes (N, 4), angles (N,)) of the faces in a gray image (FaceDetector.find, timed as
         the detection stage); when turned copies found faces, the same face found at several
         angles is kept at the angle where the network sees it best (rank_by_symmetry)."""
         with stopwatch(self.seconds, "detection"):
-            found = self.face_detector.candidates(gray, rotations)
+            found = self.face_detector.candidates(gray, rotations, coarse)
         if len(found) < 2 or not any(angle for *_, angle in found):
             return self.face_detector.merge(found)
         return self.face_detector.merge(self.rank_by_symmetry(gray, found), upright_bonus=0.0)

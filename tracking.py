@@ -109,7 +109,7 @@ class FaceTracker:
     def __call__(self, frame):
         gray = media.to_gray(frame)
         if self.detect_next or self.frame_index % self.detect_every == 0:
-            self.match_detections(gray, *self.detector.find_faces(gray, self.rotations_now()))
+            self.match_detections(gray, *self.detector.find_faces(gray, *self.rotations_now()))
         self.frame_index, self.detect_next = self.frame_index + 1, False
         keypoints = self.detector.keypoints_for_boxes(gray, [t.box for t in self.tracks],
                                                       [t.angle for t in self.tracks], refine=False)
@@ -127,19 +127,21 @@ class FaceTracker:
         return faces
 
     def rotations_now(self):
-        """The turned copies this detection round searches: the one nearest to each tilted track
-        (so the cascade can confirm it) and one more in turn, so a new tilted face is found within
-        a few rounds while a round costs two cascade passes, not five, for an upright face."""
+        """(full, coarse): the turned copies this detection round searches. At full resolution the
+        one nearest to each tilted track, so the cascade can confirm it; at half resolution one
+        more in turn, so a new tilted face is found within a few rounds. A round then costs about
+        1.25 cascade passes, not five, for an upright face."""
         rotations = tuple(self.detector.face_detector.rotations)
         if not rotations:
-            return ()
-        wanted = {rotations[self.rounds % len(rotations)]}
+            return (), ()
+        search = rotations[self.rounds % len(rotations)]
+        wanted = set()
         for track in self.tracks:
             nearest = min(rotations, key=lambda r: abs(angle_between(r, track.angle)))  # noqa: B023
             if abs(angle_between(nearest, track.angle)) < abs(angle_between(0.0, track.angle)):
                 wanted.add(nearest)
         self.rounds += 1
-        return tuple(sorted(wanted))
+        return tuple(sorted(wanted)), () if search in wanted else (search,)
 
     def drop_duplicates(self):
         """Two tracks that converged on the same face: keep the older one."""

@@ -165,8 +165,8 @@ def test_tracker_keeps_ids_detects_every_k_frames_and_smooths(detector):
     for smooth in (False, True):
         calls = []
         tracker = tracking.FaceTracker(detector, fps=30, detect_every=6, smooth=smooth)
-        detector.find_faces = lambda gray, rotations=None, calls=calls: calls.append(1) or type(
-            detector).find_faces(detector, gray, rotations)
+        detector.find_faces = lambda gray, rotations=None, coarse=(), calls=calls: calls.append(1) or type(
+            detector).find_faces(detector, gray, rotations, coarse)
         try:
             results = [tracker(frame) for frame in frames]
         finally:
