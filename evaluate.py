@@ -26,7 +26,7 @@ from tqdm import tqdm
 from backends import BACKENDS
 from detect import KeypointDetector
 from face_crop import keypoints_to_box, transform_points
-from media import DataError, OneLineParser, data_path, load_image, read_keypoints_csv, to_gray
+from media import DataError, OneLineParser, check_writable, data_path, load_image, read_keypoints_csv, to_gray
 from metrics import format_summary, summarize
 
 
@@ -130,24 +130,6 @@ def evaluate(model_path=None, protocol="pipeline", csv_file=None, images_dir=Non
     return metrics
 
 
-def check_writable(parser, option, path):
-    """Refuse, before any work, an output path that is a folder or cannot be created."""
-    if os.path.isdir(path):
-        parser.error(f"{option} {path}: is a folder; give a file name")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder) and os.path.exists(folder):
-        parser.error(f"{option} {path}: {folder} is not a folder")
-    existed = os.path.exists(path)
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with open(path, "ab"):
-            pass
-        if not existed:
-            os.remove(path)
-    except OSError as e:
-        parser.error(f"{option} {path}: cannot write there ({e.strerror or e})")
-
-
 def main(argv=None):
     parser = OneLineParser(description="Evaluate a facial keypoint model.")
     parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
@@ -164,7 +146,10 @@ def main(argv=None):
     if not np.isfinite(args.rotate):
         parser.error(f"--rotate {args.rotate}: give a number of degrees")
     if args.plot:
-        check_writable(parser, "--plot", args.plot)
+        try:
+            check_writable("--plot", args.plot)
+        except DataError as e:
+            parser.error(str(e))
     try:
         m = evaluate(args.model, args.protocol, args.csv, args.images, flip_average=not args.no_flip,
                      backend=args.backend, rotate=args.rotate)

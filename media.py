@@ -371,6 +371,23 @@ def image_record(name, shape, faces, frame=None):
     return record
 
 
+def check_writable(option, path):
+    """Refuse, before any long work, an output file that could not be written at the end: a
+    folder, a path under a file, or a folder this process cannot write in (DataError)."""
+    if os.path.isdir(path):
+        raise DataError(f"{option} {path} is a folder; give the name of a file (in it, or elsewhere)")
+    folder = os.path.dirname(path) or "."
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise DataError(f"{option} {path}: {folder} is a file, not a folder; pick another {option}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise DataError(f"{option} {path}: cannot write in {folder} ({e.strerror}); "
+                        f"pick another {option}") from None
+
+
 def write_image(path, bgr):
     """Write an output image; a failure is an OutputError: the output folder, not one input, is at
     fault (full disk, no permission), so the run stops."""

@@ -32,7 +32,6 @@ import os
 import random
 import shlex
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -45,7 +44,7 @@ from tqdm import tqdm
 
 from data_load import CachedFaceDataset, identity_of
 from face_crop import CROP_MARGIN, CROP_SHIFT
-from media import DataError, OneLineParser, data_dir, read_keypoints_csv
+from media import DataError, OneLineParser, check_writable, data_dir, read_keypoints_csv
 from metrics import nme_per_face
 from models import (
     ARCHITECTURES,
@@ -324,23 +323,6 @@ def gather_rng_states(world_size, device):
 
 # ---------------------------------------------------------------------------------------------
 # Files: output paths, checkpoints, curves.
-
-def check_writable(option, path):
-    """Refuse, before any long work, a file that could not be written at the end of the run."""
-    if os.path.isdir(path):
-        raise TrainingError(f"{option} {path} is a folder; give a file name, "
-                            f"e.g. {os.path.join(path, 'model.pt')}")
-    folder = os.path.dirname(path) or "."
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise TrainingError(f"{option} {path}: {folder} is a file, not a folder; pick another {option}")
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise TrainingError(f"{option} {path}: cannot write in {folder} ({e.strerror}); "
-                            f"pick another {option}") from None
-
 
 CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "step", "history", "finished", "run_options", "arch",
                    "input_size", "model_options", "command_history", "rng")
