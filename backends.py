@@ -1,6 +1,7 @@
 """The network on one of two backends with the same NumPy interface: a float32 (N, 1, S, S) array of
 face crops in [0, 1] goes in, a (N, 136) array of keypoints normalised to [-1, 1] comes out.
 
+    model = load_backend()           # "auto": onnxruntime when installed and the export matches the .pt
     model = load_backend("torch")    # saved_models/keypoints_model.pt on PyTorch (models.load_model)
     model = load_backend("onnx")     # saved_models/keypoints_model.onnx on onnxruntime (export.py)
     keypoints = predict_normalized(model, crops, flip_average=True)   # (N, 68, 2)
@@ -9,8 +10,11 @@ PyTorch is imported only by the torch backend: the onnx backend needs NumPy and 
 Both check at load time that the model has the metadata detection needs and predicts finite numbers.
 """
 
+import hashlib
+import importlib.util
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -20,8 +24,25 @@ from media import DataError
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MODEL = os.path.join(HERE, "saved_models", "keypoints_model.pt")
 DEFAULT_ONNX_MODEL = os.path.join(HERE, "saved_models", "keypoints_model.onnx")  # python export.py
+DEFAULT_INT8_MODEL = os.path.join(HERE, "saved_models", "keypoints_model.int8.onnx")  # its int8 copy
 # What detection needs to know about a model besides its weights.
 REQUIRED_META = ("input_size", "crop_margin", "crop_shift")
+threads = 0  # threads per model (0: the library's default, every core); limit_threads sets it
+
+
+def limit_threads(n):
+    """Run the models loaded from now on (and PyTorch, if loaded) on `n` threads: a worker
+    process that shares the cores with others."""
+    global threads
+    threads = n
+    os.environ["OMP_NUM_THREADS"] = str(n)  # PyTorch, if it is imported later
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class TorchModel:
@@ -32,16 +53,21 @@ class TorchModel:
     models.inference_copy of it (batch norm merged into the convolutions, channels_last), which
     gives the same keypoints faster, unless `fuse` is False."""
 
-    def __init__(self, model, meta=None, fuse=True):
+    name = "torch"
+
+    def __init__(self, model, meta=None, fuse=True, path=None):
         from models import inference_copy
-        self.model, self.meta, self.fuse = model, meta, fuse
+        self.model, self.meta, self.fuse, self.path = model, meta, fuse, path
         self.runner = inference_copy(model) if fuse else model
 
     @classmethod
     def load(cls, path):
+        if not installed("torch"):
+            raise DataError("the torch backend needs PyTorch (pip install \"facial-keypoints[train]\", or "
+                            "-r requirements.txt in a clone); --backend onnx runs without it")
         from models import ModelFileError, load_model
         try:
-            model = cls(*load_model(path))
+            model = cls(*load_model(path), path=path)
         except ModelFileError as e:
             raise DataError(str(e)) from None
         check_model(model, path)
@@ -59,25 +85,26 @@ class TorchModel:
 class OnnxModel:
     """The network exported by export.py, on onnxruntime; the metadata (input size, crop...) comes
     from the ONNX file's metadata_props. `threads` sets onnxruntime's intra- and inter-op threads
-    (0: onnxruntime's default, one per physical core)."""
+    (0: onnxruntime's default, one per physical core; None: the module's `threads`)."""
 
-    def __init__(self, path, threads=0):
+    name = "onnx"
+
+    def __init__(self, path, threads=None):
+        self.path = path
         if not os.path.isfile(path):
             raise DataError(f"{path}: no such ONNX model (write it with `python export.py`)")
         try:
             import onnxruntime
         except ImportError:
-            raise DataError("the onnx backend needs onnxruntime: pip install -r requirements.txt") from None
+            raise DataError("the onnx backend needs onnxruntime: pip install onnxruntime") from None
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = threads
+        options.intra_op_num_threads = options.inter_op_num_threads = (
+            globals()["threads"] if threads is None else threads)
         try:
             self.model = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime has no public exception base class
             raise DataError(f"{path}: not a readable ONNX model ({str(e).strip().splitlines()[0]})") from None
-        try:  # export.py stores each metadata value as JSON
-            self.meta = {k: json.loads(v) for k, v in self.model.get_modelmeta().custom_metadata_map.items()}
-        except ValueError:
-            self.meta = {}
+        self.meta = json_values(self.model.get_modelmeta().custom_metadata_map)
         if not set(REQUIRED_META) <= set(self.meta):
             raise DataError(f"{path}: no facial-keypoints metadata (export it with `python export.py`)")
         graph_input, graph_output = self.model.get_inputs()[0], self.model.get_outputs()[0]
@@ -91,6 +118,18 @@ class OnnxModel:
 
     def __call__(self, batch):
         return self.model.run(None, {self.input_name: batch})[0]
+
+
+def json_values(metadata):
+    """export.py stores each metadata value as JSON; other tools (onnxruntime's quantizer) add
+    plain-text entries of their own, which are left out."""
+    meta = {}
+    for key, value in metadata.items():
+        try:
+            meta[key] = json.loads(value)
+        except ValueError:
+            pass
+    return meta
 
 
 def check_model(model, path):
@@ -111,10 +150,42 @@ BACKENDS = {"torch": TorchModel.load, "onnx": OnnxModel}
 DEFAULT_MODELS = {"torch": DEFAULT_MODEL, "onnx": DEFAULT_ONNX_MODEL}
 
 
-def load_backend(backend="torch", model_path=None):
-    """The network on a backend ("torch" or "onnx") from its file (default: the shipped one)."""
+def installed(package):
+    return importlib.util.find_spec(package) is not None
+
+
+def shipped_onnx_model():
+    """The first of the shipped ONNX files (int8, then float) that onnxruntime can run and that
+    was exported from the shipped .pt (or any, when PyTorch is not installed); None if none."""
+    if not installed("onnxruntime"):
+        return None
+    digest = sha256(DEFAULT_MODEL) if os.path.isfile(DEFAULT_MODEL) else None
+    for path in (DEFAULT_INT8_MODEL, DEFAULT_ONNX_MODEL):
+        if os.path.isfile(path):
+            model = OnnxModel(path)
+            if model.meta.get("source_sha256") == digest or not installed("torch"):
+                return model
+    return None
+
+
+def load_backend(backend="auto", model_path=None):
+    """The network on a backend ("torch" or "onnx") from its file (default: the shipped one), with
+    its backend's `name` and its file's `path` as attributes.
+
+    "auto" picks by the file's extension when a file is given. For the shipped model it picks
+    onnxruntime (about twice as fast per face as PyTorch, three times on the int8 copy) when it is
+    installed and an ONNX file was exported from the shipped .pt (export.py records the .pt's
+    SHA-256; shipped_onnx_model), or when PyTorch is not installed; otherwise PyTorch."""
+    if backend == "auto":
+        if model_path is not None:
+            backend = "onnx" if model_path.lower().endswith(".onnx") else "torch"
+        else:
+            model = shipped_onnx_model()
+            if model is not None:
+                return model
+            backend = "torch"
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        raise ValueError(f"unknown backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
     return BACKENDS[backend](model_path or DEFAULT_MODELS[backend])
 
 

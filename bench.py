@@ -43,9 +43,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import evaluate
-import export
 import train
-from backends import DEFAULT_MODEL, OnnxModel, predict_normalized
+from backends import DEFAULT_MODEL, OnnxModel, TorchModel, predict_normalized, sha256
 from detect import FaceDetector, KeypointDetector
 from face_crop import keypoints_to_box, transform_points
 from media import DataError, OneLineParser, data_path, load_image, read_keypoints_csv, to_gray
@@ -236,18 +235,19 @@ def frames_per_second(clips, pipelines):
 # ---------------------------------------------------------------------------------------------
 # The measurements.
 
-def accuracy(model_path, dlib_pipeline, csv_file, images_dir):
+def accuracy(model_path, dlib_pipeline, csv_file, images_dir, backend="auto"):
     """Metrics (evaluate.summarize) for ours and dlib's on the same labelled images."""
-    ours = evaluate.evaluate(model_path, "pipeline", csv_file, images_dir)
+    ours = evaluate.evaluate(model_path, "pipeline", csv_file, images_dir, backend=backend)
     pred, gt = dlib_predict_dataset(dlib_pipeline, csv_file, images_dir)
     return ours, summarize(pred, gt)
 
 
-def roll_accuracy(model_path, dlib_pipeline, csv_file, images_dir, angles=ROLL_ANGLES):
+def roll_accuracy(model_path, dlib_pipeline, csv_file, images_dir, angles=ROLL_ANGLES, backend="auto"):
     """{angle: (ours, dlib's)} metrics on the labelled images turned by each angle (tilted heads)."""
     results = {}
     for angle in angles:
-        ours = evaluate.evaluate(model_path, "pipeline", csv_file, images_dir, rotate=angle, progress=False)
+        ours = evaluate.evaluate(model_path, "pipeline", csv_file, images_dir, rotate=angle, progress=False,
+                                 backend=backend)
         theirs = summarize(*dlib_predict_dataset(dlib_pipeline, csv_file, images_dir, False, angle))
         results[angle] = ours, theirs
     return results
@@ -298,34 +298,43 @@ def first_face_found_by_both(detector, dlib_pipeline, clips):
     raise DataError("no benchmark frame where both detectors find the labelled face")
 
 
-def onnx_backend(model_path, onnx_path, threads):
-    """The model's ONNX export on onnxruntime (detect.py --backend onnx), for the latency table:
-    (OnnxModel, None), or (None, why not) when the file is missing, unreadable or was exported from
-    another model file (export.py records the SHA-256 of the .pt it exported)."""
-    if not os.path.isfile(onnx_path):
-        return None, f"{onnx_path}: no such file (python export.py writes it)"
-    try:
-        model = OnnxModel(onnx_path, threads=threads)
-    except DataError as e:  # not an ONNX file, or onnxruntime missing: the rest of the bench still runs
-        return None, str(e)
-    if model.meta.get("source_sha256") != export.sha256(model_path):
-        return None, f"{onnx_path} was exported from another model file (run python export.py)"
-    return model, None
+def forward_models(model_path, threads):
+    """The model on each backend for the forward-pass rows: {"torch": ..., "onnx": ..., "int8": ...}
+    for the files that are there and were exported from model_path (export.py records the
+    SHA-256 of the .pt it exported), and a note for each one left out."""
+    models, notes = {"torch": TorchModel.load(model_path)}, []
+    stem = os.path.splitext(model_path)[0]
+    for name, path in (("onnx", stem + ".onnx"), ("int8", stem + ".int8.onnx")):
+        if not os.path.isfile(path):
+            notes.append(f"{path}: no such file (python export.py writes it)")
+            continue
+        try:
+            model = OnnxModel(path, threads=threads)
+        except DataError as e:  # not an ONNX file, or onnxruntime missing: the rest of the bench still runs
+            notes.append(str(e))
+            continue
+        if model.meta.get("source_sha256") != sha256(model_path):
+            notes.append(f"{path} was exported from another model file (run python export.py)")
+            continue
+        models[name] = model
+    return models, notes
 
 
-def landmark_latency(detector, dlib_pipeline, clips, repeats, onnx_model=None):
-    """Seconds per face for the landmark step alone, batch 1 (and the ONNX forward pass, if given)."""
+def landmark_latency(detector, dlib_pipeline, clips, repeats, models):
+    """Seconds per face for the landmark step alone, batch 1: the forward pass on each backend in
+    `models`, and the detector's default steps."""
     rgb, box, rect = first_face_found_by_both(detector, dlib_pipeline, clips)
     gray = to_gray(rgb)
     crop, _ = detector.crops(gray, [box])
-    calls = {
-        "cnn": lambda: predict_normalized(detector.backend, crop, False),
+    first = detector.predict_boxes(gray, [box], flip_average=True)  # what the symmetry ranking gives
+    calls = {f"cnn_{name}": (lambda m=model: predict_normalized(m, crop, False))
+             for name, model in models.items()}
+    calls.update({
         "cnn_flip": lambda: predict_normalized(detector.backend, crop, True),
         "face": lambda: detector.keypoints_for_boxes(gray, [box]),
+        "face_ranked": lambda: detector.keypoints_for_boxes(gray, [box], first=first),
         "dlib": lambda: dlib_pipeline.keypoints(rgb, rect),
-    }
-    if onnx_model is not None:
-        calls["cnn_onnx"] = lambda: predict_normalized(onnx_model, crop, False)
+    })
     return interleaved_medians(calls, repeats)
 
 
@@ -350,7 +359,7 @@ def end_to_end(detector, dlib_pipeline, clips):
         return [len(detector.detect(decode_jpeg(b))) for b in buffers]
 
     upright_only = KeypointDetector(detector.backend_path, FaceDetector(rotations=()),
-                                    backend=detector.backend_name)
+                                    backend=detector.backend_name)  # the same model file
 
     def ours_upright(buffers):  # detect.py --upright-only
         return [len(upright_only.detect(decode_jpeg(b))) for b in buffers]
@@ -365,6 +374,30 @@ def end_to_end(detector, dlib_pipeline, clips):
     pipelines = {"ours": ours_per_frame, "ours_upright": ours_upright, "ours_video": ours_video,
                  "dlib": dlib_per_frame}
     return frames_per_second(clips, pipelines)
+
+
+def folder_rates(dlib_pipeline, csv_file, images_dir, workers=(1, 2)):
+    """Images per second on the labelled test images as one folder: `detect.py FOLDER --workers N`
+    for each N (the whole command: start-up, reading, drawn copies and JSON written), and dlib's
+    pipeline on the same images in this process (reading and detecting only)."""
+    names = read_keypoints_csv(csv_file).iloc[:, 0]
+    rates = {"images": len(names)}
+    with tempfile.TemporaryDirectory() as folder:
+        os.makedirs(os.path.join(folder, "images"))
+        for name in names:
+            os.symlink(os.path.abspath(os.path.join(images_dir, name)), os.path.join(folder, "images", name))
+        for n in workers:
+            start = time.perf_counter()
+            subprocess.run([sys.executable, os.path.join(HERE, "detect.py"), os.path.join(folder, "images"),
+                            "--workers", str(n), "--out", os.path.join(folder, f"out{n}"),
+                            "--json", os.path.join(folder, f"out{n}.jsonl")],
+                           check=True, stdout=subprocess.DEVNULL)
+            rates[f"ours, {n} worker{'s' * (n != 1)}"] = len(names) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for name in names:
+        dlib_pipeline.detect(load_image(os.path.join(images_dir, name)))
+    rates["dlib"] = len(names) / (time.perf_counter() - start)
+    return rates
 
 
 def training_throughput(steps, limit, thread_counts):
@@ -461,15 +494,19 @@ END_TO_END_ROWS = (("ours", "end to end, every frame detected (frames with a fac
                    ("ours_video", "end to end, video tracking (frames with a face)"))
 
 
-def speed_rows(latency, detection, fps, training):
+LATENCY_ROWS = (("cnn_torch", "landmarks per face: CNN forward on PyTorch"),
+                ("cnn_onnx", "landmarks per face: CNN forward on onnxruntime"),
+                ("cnn_int8", "landmarks per face: CNN forward on onnxruntime, int8"),
+                ("cnn_flip", "landmarks per face: CNN forward + flip average (default backend)"),
+                ("face", "landmarks per face: default step from a detector box (2 crops, to pixels)"),
+                ("face_ranked", "landmarks per face: default step after the symmetry ranking (refine crop)"))
+
+
+def speed_rows(latency, detection, fps, training, folder=None):
     ms = "{:.2f} ms".format
     rows = [[label, ms(1e3 * latency[key]), ms(1e3 * latency["dlib"]),
              speed_ratio(latency[key], latency["dlib"])]
-            for key, label in (("cnn", "landmarks per face: CNN forward"),
-                               ("cnn_onnx", "landmarks per face: CNN forward on onnxruntime"),
-                               ("cnn_flip", "landmarks per face: CNN forward + flip average"),
-                               ("face", "landmarks per face: whole step (2 crops, flip, to pixels)"))
-            if key in latency]
+            for key, label in LATENCY_ROWS if key in latency]
     rows += [[label, ms(1e3 * detection["haar"]), ms(1e3 * detection[key]),
               speed_ratio(detection["haar"], detection[key])]
              for key, label in (("dlib", "face detection per frame (dlib on RGB)"),
@@ -478,6 +515,12 @@ def speed_rows(latency, detection, fps, training):
               f"{fps['dlib'][0]:.1f} fps ({100 * fps['dlib'][1]:.0f} %)",
               speed_ratio(fps[key][0], fps["dlib"][0], higher_is_faster=True)]
              for key, label in END_TO_END_ROWS if key in fps]
+    if folder:
+        one = folder["ours, 1 worker"]
+        rows += [[f"folder of {folder['images']} test images: {name}", f"{rate:.1f} images/s",
+                  f"{folder['dlib']:.1f} images/s", speed_ratio(rate, folder["dlib"], higher_is_faster=True)
+                  + (f", {rate / one:.2f}x 1 worker" if name != "ours, 1 worker" else "")]
+                 for name, rate in folder.items() if name.startswith("ours")]
     rates, batch_size = training["throughput"]
     rows += [[f"training: images per second (batch {batch_size}, {threads} thread{'s' * (threads != 1)})",
               f"{images_per_second:.0f}", "-", "-"] for threads, images_per_second in rates.items()]
@@ -584,11 +627,16 @@ Landmark latency: median over {args.repeats} calls at batch 1 after warm-up, on 
 image, one face), decoded with `cv2.imdecode`; no drawing. Detection: median time on each clip's
 first frame. dlib gets the RGB frame, as its documentation does, and in the accuracy table; its
 HOG detector on the gray frame is shown too. "video tracking" is tracking.py's `FaceTracker`: the
-Haar cascade every 10th frame, each face's box taken from its keypoints in between. The
-"whole step" landmark row is detect.py's default per face: the crop from the detector box and a
-second crop from the box its first keypoints imply (refine), each with flip averaging. The
-onnxruntime row is the same forward pass on the model's ONNX export (`python export.py`;
-`detect.py --backend onnx` runs the whole pipeline on it). Training
+Haar cascade every 10th frame, each face's box taken from its keypoints in between. Our pipeline
+runs on detect.py's default backend ("auto": `{os.path.relpath(model_path, HERE)}` here). The
+forward-pass rows time the same network on PyTorch, on onnxruntime and on its int8 copy
+(`python export.py` writes both ONNX files). "default step from a detector box" is detect.py's
+per-face work given a box: a first crop (no flip averaging), then a second crop from the box its
+keypoints imply (refine), flip-averaged. When the detector's turned copies found the face, its
+symmetry ranking has already run the first crop, flip-averaged, and detect.py reuses those
+keypoints: the step that is left is "after the symmetry ranking". The folder rows time the whole
+`detect.py FOLDER --workers N` command (start-up, drawn copies and JSON written) against dlib
+reading and detecting the same images in one process. Training
 throughput is shown on one thread and on PyTorch's default thread count (what `python train.py`
 uses); on a machine busy with other work, several threads can be slower than one.
 
@@ -620,11 +668,11 @@ REPORT_PLOT = os.path.join(HERE, "docs", "bench_ced.png")
 
 def parse_args(argv=None):
     parser = OneLineParser(description="Benchmark our keypoint pipeline against dlib's.")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="model file (default: the shipped model)")
+    parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
+    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                        help="our pipeline's backend (detect.py's --backend)")
     parser.add_argument("--limit", type=int, default=0, metavar="N",
                         help="only the first N labelled test images (quick checks; 0 = all)")
-    parser.add_argument("--onnx", default=None,
-                        help="the model's ONNX export, timed too (default: the .onnx beside --model)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and OpenCV threads for inference timings (dlib uses one)")
     parser.add_argument("--clips", type=int, default=10,
@@ -633,6 +681,8 @@ def parse_args(argv=None):
     parser.add_argument("--train-steps", type=int, default=30, help="optimisation steps timed for throughput")
     parser.add_argument("--train", action="store_true",
                         help="also time a full default `python train.py` run (long; model to a temp folder)")
+    parser.add_argument("--no-folder", action="store_true",
+                        help="skip the folder table (detect.py --workers 1 and 2 on the test images)")
     parser.add_argument("--no-roll", action="store_true",
                         help="skip the tilted-head tables (both pipelines on turned test images; minutes)")
     parser.add_argument("--out", default=None,
@@ -660,7 +710,7 @@ def run(args, command):
     images_dir = data_path("test")
     with tempfile.TemporaryDirectory() as folder:
         csv_file = subset_csv(data_path("test_frames_keypoints.csv"), args.limit, folder)
-        ours, theirs = accuracy(args.model, dlib_pipeline, csv_file, images_dir)
+        ours, theirs = accuracy(args.model, dlib_pipeline, csv_file, images_dir, args.backend)
         print(format_summary(OURS, ours))
         print(format_summary(DLIB, theirs))
         evaluate.plot_ced({OURS: ours["errors"], DLIB: theirs["errors"]}, args.plot)
@@ -669,14 +719,18 @@ def run(args, command):
         rolls = detectors = None
         if not args.no_roll:
             print("tilted heads: both pipelines on turned copies of the test images ...", flush=True)
-            rolls = roll_accuracy(args.model, dlib_pipeline, csv_file, images_dir)
+            rolls = roll_accuracy(args.model, dlib_pipeline, csv_file, images_dir, args.backend)
             detectors = detection_by_roll(dlib_pipeline, csv_file, images_dir, clips)
-    detector = KeypointDetector(args.model)
-    onnx_model, why_not = onnx_backend(args.model, args.onnx or os.path.splitext(args.model)[0] + ".onnx",
-                                       args.threads)
-    if why_not:
-        print(f"no onnxruntime row: {why_not}")
-    latency = landmark_latency(detector, dlib_pipeline, clips, args.repeats, onnx_model)
+        folder = None
+        if not args.no_folder:
+            print("the test images as a folder: detect.py --workers 1 and 2, dlib ...", flush=True)
+            folder = folder_rates(dlib_pipeline, csv_file, images_dir)
+    detector = KeypointDetector(args.model, backend=args.backend)
+    print(f"our pipeline runs on {detector.backend_name}: {os.path.relpath(detector.backend_path, HERE)}")
+    models, notes = forward_models(args.model or DEFAULT_MODEL, args.threads)
+    for note in notes:
+        print(f"forward-pass row left out: {note}")
+    latency = landmark_latency(detector, dlib_pipeline, clips, args.repeats, models)
     detection = detection_time(detector, dlib_pipeline, clips)
     fps = end_to_end(detector, dlib_pipeline, clips)
     print("training throughput ...", flush=True)
@@ -690,7 +744,7 @@ def run(args, command):
     threads = f"{args.threads} thread{'s' * (args.threads != 1)}"
     tables = {"accuracy": markdown_table(["test images, pipeline", OURS, DLIB], accuracy_rows(ours, theirs)),
               "speed": markdown_table([f"speed, inference on {threads}", "ours", "dlib", "ours vs dlib"],
-                                      speed_rows(latency, detection, fps, training))}
+                                      speed_rows(latency, detection, fps, training, folder))}
     if rolls:
         tables["roll"] = markdown_table(
             ["roll (degrees)", "ours NME (%)", "ours failure @ 10 % (%)", "ours found", "dlib NME (%)",
@@ -699,8 +753,8 @@ def run(args, command):
                                               "per 640x480 frame"], detector_rows(detectors))
     print("\n" + "\n\n".join(tables.values()))
     machine["load average at the end"] = load_average()
-    write_report(args.out, args, command, tables, args.plot, args.model, detector.meta, machine, versions,
-                 ours["faces"], len(clips))
+    write_report(args.out, args, command, tables, args.plot, detector.backend_path, detector.meta, machine,
+                 versions, ours["faces"], len(clips))
     print(f"\nwrote {args.out} and {args.plot}")
 
 

@@ -3,12 +3,14 @@
     python detect.py                                  # scikit-image's astronaut -> outputs/astronaut.jpg
     python detect.py photo.jpg photos/ clip.mp4 --json keypoints.jsonl
     python detect.py --camera 0 --out outputs/
-    python detect.py photo.jpg --backend onnx         # onnxruntime, no PyTorch (python export.py first)
+    python detect.py photos/ --workers 2 --json k.jsonl   # two processes for the folder's images
+    python detect.py photo.jpg --backend torch        # PyTorch instead of onnxruntime
 
 As a library:
 
     detector = KeypointDetector()          # loads the shipped model and the Haar cascade, once
-    detector = KeypointDetector(backend="onnx")    # the same on onnxruntime (saved_models/*.onnx)
+    detector = KeypointDetector(backend="torch")   # force PyTorch (default "auto": onnxruntime when
+                                                   # installed and its export matches the .pt)
     faces = detector.detect(rgb_image)     # [Face(box=(x, y, w, h), keypoints=(68, 2))], image pixels
     tracker = FaceTracker(detector, fps=30)        # tracking.py: the same, per video frame
 
@@ -24,14 +26,14 @@ import sys
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from dataclasses import dataclass
+from functools import partial
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 import media
-from backends import BACKENDS, DEFAULT_MODELS, load_backend, predict_both_ways, predict_normalized
+import runner
+from backends import load_backend, predict_both_ways, predict_normalized
 from face_crop import (
     angle_between,
     box_for_crop_centre,
@@ -45,8 +47,7 @@ from face_crop import (
     upright_box,
     warp_face,
 )
-from media import DataError, Face, OneLineParser
-from tracking import FaceTracker
+from media import Face, OneLineParser
 
 # rank_by_symmetry: how much one unit of the cascade's level weight counts against the network's
 # flip disagreement (normalised coordinates); a tie-break, chosen on the test set (0.002-0.008 alike).
@@ -108,10 +109,16 @@ class FaceDetector:
                 for weight, centre, side, angle in found]
 
     def merge(self, found, upright_bonus=None):
-        """One detection per face, in the cascade's order. Surest first (an upright one gets
-        `upright_bonus`), a box that covers `overlap` of a surer one (or of itself) is the same face
-        found again, or part of it, and is dropped, unless it is more than twice as large (a face
-        around a false detection on part of it, which then goes instead)."""
+        """(boxes, angles) of the detections kept_of(found) keeps."""
+        kept = self.kept_of(found, upright_bonus)
+        return (np.array([found[k][1] for k in kept], dtype=np.float64).reshape(-1, 4),
+                np.array([found[k][2] for k in kept], dtype=np.float64))
+
+    def kept_of(self, found, upright_bonus=None):
+        """The indices of one detection per face, in the cascade's order. Surest first (an upright
+        one gets `upright_bonus`), a box that covers `overlap` of a surer one (or of itself) is the
+        same face found again, or part of it, and is dropped, unless it is more than twice as large
+        (a face around a false detection on part of it, which then goes instead)."""
         bonus = self.upright_bonus if upright_bonus is None else upright_bonus
         kept = []  # indices into found
         for i in sorted(range(len(found)), key=lambda i: -found[i][0] - bonus * (found[i][2] == 0)):
@@ -121,9 +128,7 @@ class FaceDetector:
                 kept.append(i)
             elif all(box[2] > 2.0 * found[k][1][2] for k in overlapping):
                 kept = [k for k in kept if k not in overlapping] + [i]
-        kept.sort()
-        return (np.array([found[k][1] for k in kept], dtype=np.float64).reshape(-1, 4),
-                np.array([found[k][2] for k in kept], dtype=np.float64))
+        return sorted(kept)
 
     def find_turned(self, gray, angle, min_size):
         """The cascade on the image turned by `angle` degrees: a list of (weight, crop centre in
@@ -162,17 +167,17 @@ def stopwatch(seconds, stage):
 
 
 class KeypointDetector:
-    """Faces -> crops -> keypoints, with the model ("torch": .pt, or "onnx": .onnx; default: the
-    shipped one) and the face detector loaded once. With `refine`, each face is cropped again from
-    the box its first keypoints imply (face_crop.upright_box) and predicted again: twice the
-    CNN work, a crop centred on the face whatever the detector's box, and turned so that the eyes
-    are within `max_roll` degrees of level. `seconds` adds up the time per stage (detection, crop,
-    cnn) for benchmarks."""
+    """Faces -> crops -> keypoints, with the model (backends.load_backend: "auto", "torch" for a
+    .pt or "onnx" for a .onnx; default: the shipped one) and the face detector loaded once. With
+    `refine`, each face is cropped again from the box its first keypoints imply
+    (face_crop.upright_box) and predicted again: twice the CNN work, a crop centred on the face
+    whatever the detector's box, and turned so that the eyes are within `max_roll` degrees of
+    level. `seconds` adds up the time per stage (detection, crop, cnn) for benchmarks."""
 
     def __init__(self, model_path=None, face_detector=None, flip_average=True, refine=True,
-                 backend="torch", max_roll=5.0):
+                 backend="auto", max_roll=5.0):
         self.backend = load_backend(backend, model_path)
-        self.backend_name, self.backend_path = backend, model_path
+        self.backend_name, self.backend_path = self.backend.name, self.backend.path
         self.model, self.meta = self.backend.model, self.backend.meta
         self.size = self.meta["input_size"]
         self.margin, self.shift = self.meta["crop_margin"], self.meta["crop_shift"]
@@ -190,16 +195,20 @@ class KeypointDetector:
         crops = np.stack([warp_face(gray, m, self.size) for m in matrices])
         return (crops.astype(np.float32) / np.float32(255.0))[:, None], matrices
 
-    def keypoints_for_boxes(self, image, boxes, angles=None, refine=None):
+    def keypoints_for_boxes(self, image, boxes, angles=None, refine=None, first=None):
         """(N, 68, 2) keypoints in image pixels for the given face boxes, crops turned by `angles`;
         one CNN batch (two with refine, which defaults to self.refine: the second crop comes from
-        the first keypoints, turned upright by face_crop.upright_box). A face whose first crop was
-        turned more than FAR_TURN degrees from its roll (a copy's angle far from the face's, or a
-        tilted face found upright) is refined twice: its first keypoints place the second crop
-        only roughly."""
+        the first keypoints, turned upright by face_crop.upright_box). With refine the first pass
+        is not flip-averaged (it only places the second crop: test NME the same to 0.01), and
+        `first`, keypoints already predicted on these crops (find_faces), replaces it. A face whose
+        first crop was turned more than FAR_TURN degrees from its roll (a copy's angle far from
+        the face's, or a tilted face found upright) is refined twice: its first keypoints place
+        the second crop only roughly."""
         gray = media.to_gray(image)
-        keypoints = self.predict_boxes(gray, boxes, angles)
-        if not (self.refine if refine is None else refine) or len(keypoints) == 0:
+        if not (self.refine if refine is None else refine):
+            return self.predict_boxes(gray, boxes, angles)
+        keypoints = self.predict_boxes(gray, boxes, angles, flip_average=False) if first is None else first
+        if len(keypoints) == 0:
             return keypoints
         angles = np.zeros(len(keypoints)) if angles is None else angles
         far = np.array([abs(angle_between(eye_roll(k), a)) > FAR_TURN
@@ -224,174 +233,59 @@ class KeypointDetector:
         with stopwatch(self.seconds, "cnn"):
             flip = self.flip_average if flip_average is None else flip_average
             pred = predict_normalized(self.backend, crops, flip)
+        return self.to_image(pred, matrices)
+
+    def to_image(self, pred, matrices):
+        """(N, 68, 2) normalised crop coordinates -> image pixels, through each crop's matrix."""
         pred = denormalize_keypoints(pred, self.size)
         return np.stack([transform_points(p, invert_matrix(m)) for p, m in zip(pred, matrices, strict=True)])
 
     def find_faces(self, gray, rotations=None, coarse=()):
-        """(boxes (N, 4), angles (N,)) of the faces in a gray image (FaceDetector.find, timed as
-        the detection stage); when turned copies found faces, the same face found at several
-        angles is kept at the angle where the network sees it best (rank_by_symmetry)."""
+        """(boxes (N, 4), angles (N,), keypoints (N, 68, 2) or None) of the faces in a gray image
+        (FaceDetector.find, timed as the detection stage). When turned copies found faces, the
+        same face found at several angles is kept at the angle where the network sees it best
+        (rank_by_symmetry), and the flip-averaged keypoints the network gave each kept crop come
+        too (keypoints_for_boxes' first pass; None when no ranking ran)."""
         with stopwatch(self.seconds, "detection"):
             found = self.face_detector.candidates(gray, rotations, coarse)
         if len(found) < 2 or not any(angle for *_, angle in found):
-            return self.face_detector.merge(found)
-        return self.face_detector.merge(self.rank_by_symmetry(gray, found), upright_bonus=0.0)
+            return *self.face_detector.merge(found), None
+        scored, keypoints = self.rank_by_symmetry(gray, found)
+        kept = self.face_detector.kept_of(scored, upright_bonus=0.0)
+        return (np.array([scored[k][1] for k in kept], dtype=np.float64).reshape(-1, 4),
+                np.array([scored[k][2] for k in kept], dtype=np.float64), keypoints[kept])
 
     def rank_by_symmetry(self, gray, found):
         """The detections scored by how closely the network's keypoints for the crop and for its
         mirror image agree (their mean difference, negated: higher is better), with a little of the
-        cascade's weight (WEIGHT_SHARE) to break near ties. On a face the crop shows upright they
-        agree closely; on a face turned the wrong way by its copy they do not, and the cascade's
-        weight cannot tell these apart."""
+        cascade's weight (WEIGHT_SHARE) to break near ties, and the flip-averaged keypoints of
+        each (image pixels). On a face the crop shows upright they agree closely; on a face
+        turned the wrong way by its copy they do not, and the cascade's weight cannot tell these
+        apart."""
         with stopwatch(self.seconds, "crop"):
-            crops, _ = self.crops(gray, [box for _, box, _ in found], [angle for *_, angle in found])
+            crops, matrices = self.crops(gray, [box for _, box, _ in found], [angle for *_, angle in found])
         with stopwatch(self.seconds, "cnn"):
             direct, mirrored = predict_both_ways(self.backend, crops)
         disagreement = np.abs(direct - mirrored).mean(axis=(1, 2))
-        return [(WEIGHT_SHARE * weight - float(d), box, angle)
-                for d, (weight, box, angle) in zip(disagreement, found, strict=True)]
+        scored = [(WEIGHT_SHARE * weight - float(d), box, angle)
+                  for d, (weight, box, angle) in zip(disagreement, found, strict=True)]
+        return scored, self.to_image((direct + mirrored) / 2, matrices)
 
     def detect(self, image):
         """Every face in an RGB (or gray) uint8 image: a list of Face, in image pixels."""
         gray = media.to_gray(image)
-        boxes, angles = self.find_faces(gray)
-        keypoints = self.keypoints_for_boxes(gray, boxes, angles)
+        boxes, angles, first = self.find_faces(gray)
+        keypoints = self.keypoints_for_boxes(gray, boxes, angles, first=first)
         return [Face(b, k) for b, k in zip(boxes, keypoints, strict=True)]
 
 
 # ---------------------------------------------------------------------------------------------
-# The command line. detect.py and filters.py share this loop; what they do with each frame is
-# an Action: how to draw the output and how to name it.
-
-@dataclass
-class Action:
-    draw: object              # (rgb, faces) -> the BGR output image
-    program: str = "detect.py"
-    suffix: str = ""          # output name: <input name><suffix><extension>
-    image_ext: str = None     # None: the input's own extension
-    need_faces: bool = False  # an image, or a whole video, without a face is an error
-
-
-def process_image(detector, outputs, item, action):
-    """Detect, draw, record one still image; returns the line to print and the number of faces."""
-    image = item.image()
-    faces = detector.detect(image)
-    if action.need_faces and not faces:
-        raise DataError(f"{item.name}: no face found")
-    out_path = outputs.path_for(item.out_name, action.image_ext, action.suffix)
-    media.write_image(out_path, action.draw(image, faces))
-    outputs.write_record(media.image_record(item.name, image.shape, faces))
-    return f"{item.name}: {len(faces)} face{'s' * (len(faces) != 1)} -> {out_path}", len(faces)
-
-
-def process_video(detector, outputs, item, action, detect_every=10, smooth=True):
-    """Track faces through a video file or camera; one JSON record per frame. Returns the line to
-    print and the number of frames with a face. Ctrl-C stops a camera (the normal way to end it)
-    and ends the whole run on a file; what was written stays."""
-    video = item.video()
-    tracker = FaceTracker(detector, fps=video.fps, detect_every=detect_every, smooth=smooth)
-    try:
-        out_path = outputs.path_for(item.out_name, ".mp4", action.suffix)
-        writer = media.VideoWriter(out_path, video.fps, video.width, video.height)
-    except DataError:
-        video.close()
-        raise
-    frames = with_faces = most_faces = 0
-    progress = tqdm(video, total=video.frame_count or None, desc=os.path.basename(item.name),
-                    unit="frame", disable=None, leave=False)
-    try:
-        for rgb in progress:
-            faces = tracker(rgb)
-            writer.write(action.draw(rgb, faces))
-            outputs.write_record(media.image_record(item.name, rgb.shape, faces, frame=frames))
-            frames, with_faces, most_faces = frames + 1, with_faces + bool(faces), max(most_faces, len(faces))
-    except KeyboardInterrupt:
-        if not isinstance(item.source, int):
-            raise
-    finally:
-        progress.close()
-        video.close()
-        writer.close()
-    if video.truncated:
-        raise DataError(f"{item.name}: the video ends after {frames} of its {video.frame_count} frames "
-                        f"(a truncated file?); {out_path} holds the {frames} frames read")
-    if action.need_faces and not with_faces:
-        raise DataError(f"{item.name}: no face found in {frames} frames")
-    return (f"{item.name}: {frames} frames, up to {most_faces} face{'s' * (most_faces != 1)} -> {out_path}",
-            with_faces)
-
-
-def astronaut():
-    """The input when none is given: scikit-image's astronaut, a real face photo."""
-    from skimage import data
-    return media.Input("image", "skimage.data.astronaut", "astronaut.jpg", data.astronaut())
-
-
-def run_inputs(args, detector, outputs, action):
-    """Process every input; report each bad one as one line on stderr and go on. A folder prints
-    one summary line instead of a line per image. Returns the number of failures."""
-    failures, folder, folder_counts = 0, None, [0, 0]
-
-    def end_folder():
-        if folder is not None:
-            print(f"{folder}: {folder_counts[0]} images, {folder_counts[1]} faces -> {outputs.out_dir}")
-
-    for item in media.each_input(args.inputs, args.camera, default=astronaut):
-        if getattr(item, "folder", None) != folder:
-            end_folder()
-            folder, folder_counts = getattr(item, "folder", None), [0, 0]
-        try:
-            if isinstance(item, DataError):
-                raise item
-            if item.kind == "image":
-                line, faces = process_image(detector, outputs, item, action)
-            else:
-                line, faces = process_video(detector, outputs, item, action, args.detect_every,
-                                            smooth=not args.no_smooth)
-            if folder is None:
-                tqdm.write(line)
-            else:
-                folder_counts[0] += 1
-                folder_counts[1] += faces
-        except media.OutputError:
-            raise
-        except (DataError, OSError, cv2.error) as error:
-            failures += 1
-            tqdm.write(f"{action.program}: {error}", file=sys.stderr)
-    end_folder()
-    return failures
-
-
-def add_input_options(parser, detect_every):
-    """The options detect.py and filters.py share: inputs, output folder, model, video."""
-    parser.add_argument("inputs", nargs="*", metavar="INPUT",
-                        help="image files, folders (searched recursively) or videos (mp4, avi, mov); "
-                             "none: scikit-image's astronaut photo")
-    parser.add_argument("--out", default="outputs", help="folder for the output images and videos")
-    parser.add_argument("--backend", default="torch", choices=list(BACKENDS),
-                        help="run the network on PyTorch (.pt) or onnxruntime (.onnx, no PyTorch needed)")
-    parser.add_argument("--model", default=None,
-                        help="model file (default: the shipped model, saved_models/keypoints_model.pt "
-                             "or .onnx for --backend onnx)")
-    parser.add_argument("--camera", type=int, default=None, metavar="N", help="read camera N (Ctrl-C stops)")
-    parser.add_argument("--detect-every", type=int, default=detect_every, metavar="K",
-                        help="video: run the Haar cascade every K frames, track in between")
-    parser.add_argument("--no-smooth", action="store_true", help="video: no temporal smoothing")
-    parser.add_argument("--upright-only", action="store_true",
-                        help="upright faces only: faster, misses heads tilted more than ~15 degrees")
-
-
-def check_input_options(parser, args):
-    if args.detect_every < 1:
-        parser.error("--detect-every must be >= 1")
-    if args.camera is not None and args.camera < 0:
-        parser.error(f"--camera {args.camera}: camera numbers start at 0")
-
+# The command line (runner.py: the loop over inputs it shares with filters.py).
 
 def parse_args(argv=None):
     parser = OneLineParser(
         description="Find faces and their 68 keypoints in images, folders of images and videos.")
-    add_input_options(parser, detect_every=10)
+    runner.add_input_options(parser, detect_every=10)
     parser.add_argument("--json", default=None, metavar="FILE",
                         help="write JSON Lines: one object per image or video frame")
     parser.add_argument("--scale-factor", type=float, default=1.2, help="Haar cascade scale step")
@@ -400,7 +294,7 @@ def parse_args(argv=None):
     parser.add_argument("--no-flip", action="store_true",
                         help="no flip averaging (faster, a bit less accurate)")
     args = parser.parse_args(argv)
-    check_input_options(parser, args)
+    runner.check_input_options(parser, args)
     if not (1 < args.scale_factor < 10):  # also refuses nan
         parser.error(f"--scale-factor {args.scale_factor}: must be a number above 1 (e.g. 1.1 or 1.2)")
     if args.min_neighbors < 0 or args.min_size < 1:
@@ -408,45 +302,19 @@ def parse_args(argv=None):
     return args
 
 
-def run(args, make_detector, action, json_path=None):
-    """Load, then process every input; the exit status (1 if any input failed, 130 on Ctrl-C).
-    detect.py and filters.py both end here."""
-    try:
-        detector = make_detector()
-        model_file = detector.backend_path or DEFAULT_MODELS[detector.backend_name]
-        outputs = media.Outputs(args.out, json_path, [*args.inputs, model_file])
-    except (DataError, OSError) as error:
-        print(f"{action.program}: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{action.program}: interrupted before any input was read", file=sys.stderr)
-        return 130
-    try:
-        failures = run_inputs(args, detector, outputs, action)
-    except KeyboardInterrupt:
-        print(f"{action.program}: interrupted; the files written so far are complete", file=sys.stderr)
-        return 130
-    except media.OutputError as error:
-        print(f"{action.program}: {error}", file=sys.stderr)
-        return 1
-    finally:
-        outputs.close()
-    if json_path:
-        print(f"keypoints: {json_path}")
-    return 1 if failures else 0
+def build_detector(args):
+    """The detector the command-line options ask for (a module-level function: each --workers
+    process builds its own from the same options)."""
+    face_detector = FaceDetector(args.scale_factor, args.min_neighbors, args.min_size,
+                                 rotations=() if args.upright_only else FaceDetector.ROTATIONS)
+    return KeypointDetector(args.model, face_detector, flip_average=not args.no_flip, backend=args.backend)
 
 
 def main(argv=None):
     """Run the command line; returns the exit status (1 if any input failed)."""
     args = parse_args(argv)
-
-    def make_detector():
-        face_detector = FaceDetector(args.scale_factor, args.min_neighbors, args.min_size,
-                                     rotations=() if args.upright_only else FaceDetector.ROTATIONS)
-        return KeypointDetector(args.model, face_detector, flip_average=not args.no_flip,
-                                backend=args.backend)
-
-    return run(args, make_detector, Action(media.draw_faces), json_path=args.json)
+    return runner.run(args, partial(build_detector, args), runner.Action(media.draw_faces),
+                      json_path=args.json)
 
 
 if __name__ == "__main__":

@@ -97,11 +97,13 @@ def predict_dataset(detector, csv_file, images_dir, protocol="pipeline", progres
         image = to_gray(load_image(os.path.join(images_dir, name)))  # once; every step takes gray
         image, gt[i] = rotated(image, gt[i], rotate)
         t = time.perf_counter()
-        angle = 0.0
+        angle, first = 0.0, None
         if protocol == "pipeline":
-            boxes, angles = detector.find_faces(image)
+            boxes, angles, found_keypoints = detector.find_faces(image)
             index = matching_index(boxes, gt[i])
             box, angle = (None, 0.0) if index is None else (boxes[index], angles[index])
+            if index is not None and found_keypoints is not None:
+                first = found_keypoints[index:index + 1]
         elif protocol == "crop":
             box = whole_image_box(image.shape[1], image.shape[0], detector.margin, detector.shift)
         elif protocol == "labelled-box":
@@ -112,15 +114,15 @@ def predict_dataset(detector, csv_file, images_dir, protocol="pipeline", progres
         if box is None:
             continue
         t = time.perf_counter()
-        pred[i] = detector.keypoints_for_boxes(image, [box], [angle])[0]
+        pred[i] = detector.keypoints_for_boxes(image, [box], [angle], first=first)[0]
         seconds["cnn"] += time.perf_counter() - t
     return pred, gt, seconds
 
 
 def evaluate(model_path=None, protocol="pipeline", csv_file=None, images_dir=None, flip_average=True,
-             progress=True, backend="torch", rotate=0.0):
+             progress=True, backend="auto", rotate=0.0):
     """Load the model, predict the labelled set, return the metrics dict (see summarize).
-    `backend` "onnx" runs the .onnx model on onnxruntime (detect.KeypointDetector)."""
+    `backend`: "auto", "torch" or "onnx" (backends.load_backend, through detect.KeypointDetector)."""
     detector = KeypointDetector(model_path, flip_average=flip_average, backend=backend)
     csv_file = csv_file or data_path("test_frames_keypoints.csv")
     images_dir = images_dir or data_path("test")
@@ -133,7 +135,7 @@ def evaluate(model_path=None, protocol="pipeline", csv_file=None, images_dir=Non
 def main(argv=None):
     parser = OneLineParser(description="Evaluate a facial keypoint model.")
     parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
-    parser.add_argument("--backend", default="torch", choices=list(BACKENDS),
+    parser.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
                         help="run the network on PyTorch (.pt) or onnxruntime (.onnx)")
     parser.add_argument("--protocol", default="pipeline", choices=["pipeline", "crop", "labelled-box"])
     parser.add_argument("--csv", default=None, help="labelled CSV (default: the test split)")

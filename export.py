@@ -1,7 +1,8 @@
 """Export the keypoint model to ONNX, for onnxruntime and anything else that runs ONNX.
 
     python export.py             # saved_models/keypoints_model.pt -> saved_models/keypoints_model.onnx
-    python export.py --model saved_models/trained_model.pt --out /tmp/trained_model.onnx
+                                 #   and its int8 copy, saved_models/keypoints_model.int8.onnx
+    python export.py --model saved_models/trained_model.pt --out /tmp/trained_model.onnx --no-int8
 
 The ONNX model takes what the PyTorch model takes, float32 face crops `crops` of shape
 (batch, 1, S, S) with values gray / 255, for any batch size, and returns `keypoints` (batch, 136):
@@ -14,9 +15,16 @@ The file is written next to --out first and checked before it replaces --out: on
 PyTorch predict the same test crops (data_load's test split, detection's crop), at batch 1 and
 batch N, within 1e-4 in normalised coordinates; otherwise nothing is replaced and the exit
 status is 1. Exporter: torch.onnx.export with dynamo=True (PyTorch's default, needs onnxscript).
+
+The int8 copy (<out>.int8.onnx, what detect.py's "auto" backend runs) is onnxruntime's static
+quantization of the checked float model: weights int8 per channel, activations uint8 with ranges
+calibrated on CALIBRATION_CROPS augmented training crops. The first convolution (one gray input
+channel) and the two fully connected layers stay float: quantizing them costs accuracy, and
+little time is spent there. It replaces the old copy only if its NME on the check crops is
+within INT8_TOLERANCE points of the float model's (the calibration needs the dataset; without it
+no int8 copy is written).
 """
 
-import hashlib
 import json
 import os
 import sys
@@ -26,18 +34,16 @@ import cv2
 import numpy as np
 import torch
 
-from backends import DEFAULT_MODEL, DEFAULT_ONNX_MODEL, OnnxModel, TorchModel
+from backends import DEFAULT_MODEL, DEFAULT_ONNX_MODEL, OnnxModel, TorchModel, predict_normalized, sha256
 from data_load import FaceCropAugment
 from media import DataError, OneLineParser, data_path, load_image, read_keypoints_csv
+from metrics import nme_per_face
 from models import ModelFileError, load_model
 
 OPSET = 18         # the oldest opset PyTorch's exporter implements natively; onnxruntime >= 1.14 runs it
 TOLERANCE = 1e-4   # max |onnxruntime - PyTorch|, normalised coordinates (1e-4 * 56 px ~ 0.006 px)
-
-
-def sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+INT8_TOLERANCE = 0.05   # NME points the int8 copy may lose against the float model on the check crops
+CALIBRATION_CROPS = 300
 
 
 def onnx_metadata(meta, model_path, digest):
@@ -68,21 +74,99 @@ def export_onnx(model, meta, model_path, digest, path):
     onnx.save(proto, path)
 
 
+def dataset_crops(split, size, n, train=False, seed=0):
+    """n labelled face crops of a split ("test": the first n, detection's crop on the labelled
+    box; "training" with train=True: n drawn at random, augmented as in training): float32
+    (n, 1, size, size) crops and their (n, 68, 2) keypoints normalised to [-1, 1]. DataError
+    without the dataset."""
+    frame = read_keypoints_csv(data_path(f"{split}_frames_keypoints.csv"))
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)  # the augmentation's colour jitter
+    rows = rng.choice(len(frame), min(n, len(frame)), replace=False) if train else range(min(n, len(frame)))
+    crop = FaceCropAugment(size, train=train)
+    crops, keypoints = [], []
+    for row in rows:
+        gray = cv2.cvtColor(load_image(data_path(split, frame.iloc[row, 0])), cv2.COLOR_RGB2GRAY)
+        image, points = crop(gray, frame.iloc[row, 1:].to_numpy(float).reshape(-1, 2), rng=rng)
+        crops.append(image.numpy())
+        keypoints.append(points.numpy().reshape(-1, 2))
+    return np.stack(crops).astype(np.float32), np.stack(keypoints)
+
+
 def check_crops(size, n):
     """Up to n real test-set face crops (detection's crop, on the labelled box) as a float32
-    (n, 1, size, size) array; random crops, with a note, when the dataset is absent."""
-    csv_file = data_path("test_frames_keypoints.csv")
+    (n, 1, size, size) array, their keypoints and "test-set"; random crops, no keypoints and
+    "random", with a note, when the dataset is absent."""
     try:
-        frame = read_keypoints_csv(csv_file)
+        return (*dataset_crops("test", size, n), "test-set")
     except DataError as e:
         print(f"note: {e}; checking on {n} random crops instead of test faces")
-        return np.random.default_rng(0).random((n, 1, size, size), dtype=np.float32), "random"
-    crop = FaceCropAugment(size, train=False)
-    crops = []
-    for name, values in zip(frame.iloc[:n, 0], frame.iloc[:n, 1:].to_numpy(float), strict=True):
-        gray = cv2.cvtColor(load_image(data_path("test", name)), cv2.COLOR_RGB2GRAY)
-        crops.append(crop(gray, values.reshape(-1, 2))[0].numpy())
-    return np.stack(crops), "test-set"
+        return np.random.default_rng(0).random((n, 1, size, size), dtype=np.float32), None, "random"
+
+
+def int8_path(onnx_path):
+    return os.path.splitext(onnx_path)[0] + ".int8.onnx"
+
+
+def quantize_int8(float_path, path, calibration):
+    """onnxruntime's static int8 quantization of the float model at float_path, written to path;
+    activation ranges from the calibration crops ((N, 1, S, S) float32)."""
+    import onnx
+    from onnxruntime import quantization as q
+
+    names = [node.name for node in onnx.load(float_path).graph.node if node.op_type in ("Conv", "Gemm")]
+    keep_float = names[:1] + [name for name in names if "Gemm" in name]
+
+    class Crops(q.CalibrationDataReader):
+        def __init__(self):
+            self.crops = iter(calibration)
+
+        def get_next(self):
+            crop = next(self.crops, None)
+            return None if crop is None else {"crops": crop[None]}
+
+    prepared = path + ".pre.onnx"
+    try:
+        q.quant_pre_process(float_path, prepared)
+        q.quantize_static(prepared, path, Crops(), quant_format=q.QuantFormat.QDQ, per_channel=True,
+                          activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+                          reduce_range=True, nodes_to_exclude=keep_float,
+                          calibrate_method=q.CalibrationMethod.MinMax)
+    finally:
+        if os.path.exists(prepared):
+            os.remove(prepared)
+
+
+def crop_nme(model, crops, keypoints):
+    """Mean NME (%) of a backend's flip-averaged predictions on labelled crops (normalised
+    coordinates: NME does not depend on the scale)."""
+    pred = predict_normalized(model, crops, flip_average=True)
+    return 100 * float(np.mean(nme_per_face(pred, keypoints)))
+
+
+def export_int8(float_path, out, size, check, keypoints):
+    """Write the int8 copy of the checked float model to `out` if it keeps its accuracy; returns
+    the NMEs (float, int8) or None when the dataset is absent."""
+    try:
+        calibration, _ = dataset_crops("training", size, CALIBRATION_CROPS, train=True)
+    except DataError as e:
+        print(f"note: {e}; no int8 copy written (its calibration needs training faces)")
+        return None
+    tmp = out + ".tmp"
+    try:
+        quantize_int8(float_path, tmp, calibration)
+        nme_float = crop_nme(OnnxModel(float_path, threads=1), check, keypoints)
+        nme_int8 = crop_nme(OnnxModel(tmp, threads=1), check, keypoints)
+        print(f"int8 vs float on {len(check)} test-set crops: NME {nme_int8:.3f} % against "
+              f"{nme_float:.3f} % (limit +{INT8_TOLERANCE})")
+        if not nme_int8 <= nme_float + INT8_TOLERANCE:
+            sys.exit(f"export.py: {out} not written: int8 loses {nme_int8 - nme_float:.3f} NME points")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB, int8)")
+    return nme_float, nme_int8
 
 
 def max_difference(torch_model, onnx_model, crops):
@@ -100,9 +184,11 @@ def main(argv=None):
                         help="PyTorch model file (default: the shipped model)")
     parser.add_argument("--out", default=DEFAULT_ONNX_MODEL, help="ONNX file to write")
     parser.add_argument("--crops", type=int, default=64, help="test faces to compare the backends on")
+    parser.add_argument("--int8-crops", type=int, default=770, help="test faces to check the int8 copy on")
+    parser.add_argument("--no-int8", action="store_true", help="no int8 copy (<out>.int8.onnx)")
     args = parser.parse_args(argv)
-    if args.crops < 1:
-        parser.error(f"--crops {args.crops}: compare on at least 1 face")
+    if args.crops < 1 or args.int8_crops < 1:
+        parser.error("--crops and --int8-crops: compare on at least 1 face")
     if os.path.realpath(args.out) == os.path.realpath(args.model):
         parser.error(f"--out {args.out} is the PyTorch model itself; give the ONNX file another name")
     if os.path.isdir(args.out):
@@ -120,7 +206,7 @@ def main(argv=None):
     tmp = args.out + ".tmp"
     try:
         export_onnx(model, meta, args.model, digest, tmp)
-        crops, kind = check_crops(meta["input_size"], args.crops)
+        crops, _, kind = check_crops(meta["input_size"], args.crops)
         difference = max_difference(TorchModel(model, meta), OnnxModel(tmp, threads=1), crops)
         print(f"onnxruntime vs PyTorch on {len(crops)} {kind} crops (batch {len(crops)} and batch 1): "
               f"max |difference| {difference:.2e} in normalised coordinates (limit {TOLERANCE:.0e})")
@@ -137,6 +223,13 @@ def main(argv=None):
             os.remove(tmp)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB, opset {OPSET}, any batch size) "
           f"from {args.model}")
+    if not args.no_int8:
+        try:
+            check, keypoints, kind = check_crops(meta["input_size"], args.int8_crops)
+            if keypoints is not None:
+                export_int8(args.out, int8_path(args.out), meta["input_size"], check, keypoints)
+        except DataError as e:
+            sys.exit(f"export.py: {e}")
     return difference
 
 

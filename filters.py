@@ -17,22 +17,16 @@ Library use:
 
 import os
 import sys
+from functools import partial
 
 import cv2
 import numpy as np
 
-from detect import (
-    Action,
-    FaceDetector,
-    KeypointDetector,
-    add_input_options,
-    check_input_options,
-    process_video,
-    run,
-)
+from detect import FaceDetector, KeypointDetector
 from face_crop import transform_points
 from make_overlays import DRAWINGS, draw_overlay
 from media import Input, OneLineParser, Outputs
+from runner import Action, add_input_options, check_input_options, process_video, run
 
 FILTERS = tuple(DRAWINGS)
 
@@ -122,14 +116,17 @@ def apply_filter(image_rgb, faces_or_keypoints, name):
 
 # ---------------------------------------------------------------------------------------------
 # Command line: images, folders and videos in, filtered copies out, through detect.py's input
-# loop (detect.run), so inputs are read, named and reported exactly as `python detect.py` does.
+# loop (runner.run), so inputs are read, named and reported exactly as `python detect.py` does.
+
+def filtered_bgr(name, rgb, faces):
+    return cv2.cvtColor(apply_filter(rgb, faces, name), cv2.COLOR_RGB2BGR)
+
 
 def filter_action(name):
     """What filters.py does with each frame: the overlay on every face, out as <input>_<name>.png
     (or .mp4); an input without a face is an error."""
-    def draw(rgb, faces):
-        return cv2.cvtColor(apply_filter(rgb, faces, name), cv2.COLOR_RGB2BGR)
-    return Action(draw, program="filters.py", suffix=f"_{name}", image_ext=".png", need_faces=True)
+    return Action(partial(filtered_bgr, name), program="filters.py", suffix=f"_{name}", image_ext=".png",
+                  need_faces=True)
 
 
 def filter_video(detector, source, name, out_dir, detect_every=5, smooth=True):
@@ -139,6 +136,12 @@ def filter_video(detector, source, name, out_dir, detect_every=5, smooth=True):
     outputs = Outputs(out_dir, inputs=[source])
     item = Input("video", source, os.path.basename(source), source)
     return process_video(detector, outputs, item, filter_action(name), detect_every, smooth)[0]
+
+
+def build_detector(args):
+    """The detector for these options (module level: each --workers process builds its own)."""
+    rotations = () if args.upright_only else FaceDetector.ROTATIONS
+    return KeypointDetector(args.model, FaceDetector(rotations=rotations), backend=args.backend)
 
 
 def parse_args(argv=None):
@@ -153,11 +156,7 @@ def parse_args(argv=None):
 def main(argv=None):
     """Run the command line; returns the exit status (1 if any input failed)."""
     args = parse_args(argv)
-    def make_detector():
-        rotations = () if args.upright_only else FaceDetector.ROTATIONS
-        return KeypointDetector(args.model, FaceDetector(rotations=rotations), backend=args.backend)
-
-    return run(args, make_detector, filter_action(args.filter))
+    return run(args, partial(build_detector, args), filter_action(args.filter))
 
 
 if __name__ == "__main__":

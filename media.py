@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
@@ -69,6 +68,10 @@ def read_keypoints_csv(csv_file, images_dir=None):
     every listed image must exist there. A CSV whose first line is data (no header) is read whole."""
     if not os.path.isfile(csv_file):
         raise DataError(f"{csv_file}: no such file (set FKP_DATA or run `make data`)")
+    # Imported here: only labelled CSVs (training, evaluation) need pandas; the pip-installed
+    # detector (facial-keypoints, `pip install .`) runs without it.
+    import pandas as pd
+
     try:
         frame = pd.read_csv(csv_file, header=None, dtype={0: str}, keep_default_na=False,
                             na_values={c: [""] for c in range(1, 1 + 2 * NUM_KEYPOINTS)})
@@ -301,7 +304,11 @@ def each_input(paths, camera=None, default=None, progress=True):
     bar), then the camera; `default()` (an Input) when nothing is named. A path that is not usable
     yields its DataError instead of an Input, so the caller reports it and goes on."""
     if not paths and camera is None and default is not None:
-        yield default()
+        try:
+            item = default()
+        except DataError as error:
+            item = error
+        yield item
     for path in paths:
         try:
             kind = input_kind(path)

@@ -84,8 +84,9 @@ class FaceTracker:
         self.tracks, self.frame_index, self.next_id, self.detect_next = [], 0, 0, True
         self.rounds = 0  # detection rounds so far
 
-    def match_detections(self, gray, boxes, angles):
-        """Greedy IoU matching of detections to tracks; unmatched detections start new tracks."""
+    def match_detections(self, gray, boxes, angles, keypoints=None):
+        """Greedy IoU matching of detections to tracks; unmatched detections start new tracks.
+        `keypoints`: the detections' keypoints if the detector gave them (find_faces)."""
         iou = box_iou([t.box for t in self.tracks], boxes) if self.tracks else np.zeros((0, len(boxes)))
         matched_tracks, matched_boxes = set(), set()
         for flat in np.argsort(-iou, axis=None):
@@ -101,7 +102,8 @@ class FaceTracker:
         new = [j for j in range(len(boxes)) if j not in matched_boxes]
         # A new face starts from the crop its Haar keypoints imply, the crop it is tracked with
         # later: without this the first frames of a track drift by a pixel or two.
-        points = self.detector.keypoints_for_boxes(gray, boxes[new], angles[new], refine=False)
+        points = (keypoints[new] if keypoints is not None else
+                  self.detector.keypoints_for_boxes(gray, boxes[new], angles[new], refine=False))
         for box, angle in zip(*self.detector.next_crops(points), strict=True):
             self.tracks.append(Track(self.next_id, box, OneEuroFilter(**self.filter_args), angle))
             self.next_id += 1

@@ -5,6 +5,7 @@ the real dlib skip with the reason when it is not installed (requirements-bench.
 """
 
 import os
+import shutil
 
 import cv2
 import numpy as np
@@ -269,26 +270,28 @@ def test_full_training_run_writes_to_a_temporary_folder(monkeypatch):
     assert not {"--epochs", "--batch-size", "--lr", "--limit", "--max-steps"} & set(command)  # the defaults
 
 
-def test_onnx_row_only_for_an_up_to_date_export(tmp_path):
-    """The shipped .onnx is timed beside the shipped .pt; a missing or unreadable file or an export
-    of another model file gives no row and says why."""
+def test_forward_rows_only_for_up_to_date_exports(tmp_path):
+    """The shipped .onnx and .int8.onnx are timed beside the shipped .pt; a missing or unreadable
+    file or an export of another model file gives no row and says why."""
     shipped_pt = os.path.join(bench.HERE, "saved_models", "keypoints_model.pt")
-    shipped_onnx = os.path.join(bench.HERE, "saved_models", "keypoints_model.onnx")
-    model, why_not = bench.onnx_backend(shipped_pt, shipped_onnx, threads=1)
-    assert why_not is None and model.meta["input_size"] == 112
-    other_pt = tmp_path / "other.pt"
-    other_pt.write_bytes(open(shipped_pt, "rb").read() + b"\0")  # any other file content
-    model, why_not = bench.onnx_backend(str(other_pt), shipped_onnx, threads=1)
-    assert model is None and "another model file" in why_not
-    model, why_not = bench.onnx_backend(shipped_pt, str(tmp_path / "missing.onnx"), threads=1)
-    assert model is None and "no such file" in why_not
-    (tmp_path / "junk.onnx").write_bytes(b"not a model")
-    model, why_not = bench.onnx_backend(shipped_pt, str(tmp_path / "junk.onnx"), threads=1)
-    assert model is None and "not a readable ONNX model" in why_not
+    models, notes = bench.forward_models(shipped_pt, threads=1)
+    assert sorted(models) == ["int8", "onnx", "torch"] and notes == []
+    assert all(m.meta["input_size"] == 112 for m in models.values())
+    other = tmp_path / "keypoints_model.pt"
+    shutil.copy(shipped_pt, other)
+    with open(other, "ab") as f:
+        f.write(b"\0")  # the same network, another file: its exports are not these
+    shutil.copy(os.path.join(bench.HERE, "saved_models", "keypoints_model.onnx"), tmp_path)
+    (tmp_path / "keypoints_model.int8.onnx").write_bytes(b"not a model")
+    models, notes = bench.forward_models(str(other), threads=1)
+    assert sorted(models) == ["torch"]
+    assert "another model file" in notes[0] and "not a readable ONNX model" in notes[1]
+    (tmp_path / "keypoints_model.onnx").unlink()
+    assert "no such file" in bench.forward_models(str(other), threads=1)[1][0]
 
 
-def test_speed_rows_show_the_onnx_row_when_measured():
-    latency = {"cnn": 2e-3, "cnn_flip": 4e-3, "face": 8e-3, "dlib": 1e-3}
+def test_speed_rows_show_the_rows_measured():
+    latency = {"cnn_torch": 2e-3, "cnn_flip": 4e-3, "face": 8e-3, "dlib": 1e-3}
     detection = {"haar": 0.04, "dlib": 0.08, "dlib_gray": 0.06}
     fps = {"ours": (16.0, 1.0), "ours_video": (80.0, 1.0), "dlib": (8.0, 0.99)}
     training = {"throughput": ({1: 190.0}, 64)}
@@ -298,6 +301,12 @@ def test_speed_rows_show_the_onnx_row_when_measured():
     [onnx_row] = [row for row in rows if "onnxruntime" in row[0]]
     assert onnx_row[1:] == ["0.50 ms", "1.00 ms", "2.00x faster"]
     assert len(rows) == len(labels) + 1
+    folder = {"images": 770, "ours, 1 worker": 5.0, "ours, 2 workers": 8.5, "dlib": 4.0}
+    rows = bench.speed_rows(latency, detection, fps, training, folder)
+    folder_rows = [row for row in rows if row[0].startswith("folder of 770")]
+    assert [row[1:] for row in folder_rows] == [
+        ["5.0 images/s", "4.0 images/s", "1.25x faster"],
+        ["8.5 images/s", "4.0 images/s", "2.12x faster, 1.70x 1 worker"]]
 
 
 def test_a_partial_run_does_not_overwrite_the_committed_report():

@@ -126,8 +126,8 @@ def test_onnx_backend_runs_the_pipeline_without_pytorch():
     onnx_faces, onnx_refined, onnx_tracked = (np.array(r) for r in json.loads(result.stdout))
     assert onnx_faces.shape == (1, 68, 2) and onnx_refined.shape == (1, 68, 2) and len(onnx_tracked) == 1
     from skimage import data
-    torch_faces = detect.KeypointDetector().detect(data.astronaut())
-    torch_refined = detect.KeypointDetector(refine=True).detect(data.astronaut())
+    torch_faces = detect.KeypointDetector(backend="torch").detect(data.astronaut())
+    torch_refined = detect.KeypointDetector(backend="torch", refine=True).detect(data.astronaut())
     # 1e-4 in normalised coordinates is ~0.01 px on this face; the crop matrices are the same
     np.testing.assert_allclose(onnx_faces[0], torch_faces[0].keypoints, atol=0.05)
     np.testing.assert_allclose(onnx_refined[0], torch_refined[0].keypoints, atol=0.05)

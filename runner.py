@@ -1,0 +1,298 @@
+"""The command-line loop detect.py and filters.py share: every input the user named, read, processed
+and reported the same way; what each program does with a frame is an Action (how to draw the
+output, how to name it).
+
+    run(args, make_detector, Action(media.draw_faces), json_path=args.json)
+
+Still images can go to a pool of worker processes (`--workers N`), each with its own detector and
+one thread: outputs are named, JSON lines written and results printed in input order, whatever
+order the workers finish in, so the output is the same as with one process. Videos are tracked
+in this process (a tracker follows one frame after another). `image_result` is the work on one
+image, for the pool and for anything else that spreads images over processes (cluster.py).
+"""
+
+import os
+import signal
+import sys
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+import cv2
+from tqdm import tqdm
+
+import media
+from backends import BACKENDS, limit_threads
+from media import DataError
+from tracking import FaceTracker
+
+MAX_WORKERS = 8  # past this, workers mostly wait for the disk and each holds its own model
+
+
+def default_workers():
+    """The machine's cores (those this process may use), at most MAX_WORKERS."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, MAX_WORKERS))
+
+
+@dataclass
+class Action:
+    draw: object              # (rgb, faces) -> the BGR output image; picklable for --workers
+    program: str = "detect.py"
+    suffix: str = ""          # output name: <input name><suffix><extension>
+    image_ext: str = None     # None: the input's own extension
+    need_faces: bool = False  # an image, or a whole video, without a face is an error
+
+
+def image_result(detector, item, out_path, action):
+    """Detect and record one still image, and write its drawn copy to out_path (None: no image
+    written): (JSON record, number of faces). Raises DataError for a bad image."""
+    image = item.image()
+    faces = detector.detect(image)
+    if action.need_faces and not faces:
+        raise DataError(f"{item.name}: no face found")
+    if out_path is not None:
+        media.write_image(out_path, action.draw(image, faces))
+    return media.image_record(item.name, image.shape, faces), len(faces)
+
+
+def process_video(detector, outputs, item, action, detect_every=10, smooth=True):
+    """Track faces through a video file or camera; one JSON record per frame. Returns the line to
+    print and the number of frames with a face. Ctrl-C stops a camera (the normal way to end it)
+    and ends the whole run on a file; what was written stays."""
+    video = item.video()
+    tracker = FaceTracker(detector, fps=video.fps, detect_every=detect_every, smooth=smooth)
+    try:
+        out_path = outputs.path_for(item.out_name, ".mp4", action.suffix)
+        writer = media.VideoWriter(out_path, video.fps, video.width, video.height)
+    except DataError:
+        video.close()
+        raise
+    frames = with_faces = most_faces = 0
+    progress = tqdm(video, total=video.frame_count or None, desc=os.path.basename(item.name),
+                    unit="frame", disable=None, leave=False)
+    try:
+        for rgb in progress:
+            faces = tracker(rgb)
+            writer.write(action.draw(rgb, faces))
+            outputs.write_record(media.image_record(item.name, rgb.shape, faces, frame=frames))
+            frames, with_faces, most_faces = frames + 1, with_faces + bool(faces), max(most_faces, len(faces))
+    except KeyboardInterrupt:
+        if not isinstance(item.source, int):
+            raise
+    finally:
+        progress.close()
+        video.close()
+        writer.close()
+    if video.truncated:
+        raise DataError(f"{item.name}: the video ends after {frames} of its {video.frame_count} frames "
+                        f"(a truncated file?); {out_path} holds the {frames} frames read")
+    if action.need_faces and not with_faces:
+        raise DataError(f"{item.name}: no face found in {frames} frames")
+    return (f"{item.name}: {frames} frames, up to {most_faces} face{'s' * (most_faces != 1)} -> {out_path}",
+            with_faces)
+
+
+def astronaut():
+    """The input when none is given: scikit-image's astronaut, a real face photo."""
+    try:
+        from skimage import data
+    except ImportError:
+        raise DataError("no input given, and the demo photo needs scikit-image "
+                        "(pip install scikit-image); name an image, a folder or a video") from None
+    return media.Input("image", "skimage.data.astronaut", "astronaut.jpg", data.astronaut())
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker processes for still images.
+
+_worker_detector = None
+
+
+def start_worker(make_detector):
+    """In each worker: one thread (the workers share the cores), Ctrl-C left to the main process,
+    then the worker's own detector."""
+    global _worker_detector
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cv2.setNumThreads(1)
+    limit_threads(1)
+    _worker_detector = make_detector()
+
+
+def worker_image_result(item, out_path, action):
+    return image_result(_worker_detector, item, out_path, action)
+
+
+def worker_pool(workers, make_detector):
+    """A pool of `workers` processes, each running start_worker; forkserver, not fork: a fork of a
+    process that has run PyTorch or onnxruntime threads can hang."""
+    import multiprocessing
+    context = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker,
+                               initargs=(make_detector,))
+
+
+def wants_pool(paths, workers):
+    """Worth starting workers: more than one worker, and a folder or several images named."""
+    if workers <= 1:
+        return False
+    kinds = []
+    for path in paths:
+        try:
+            kinds.append(media.input_kind(path))
+        except DataError:
+            continue
+    return "folder" in kinds or kinds.count("image") > 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop.
+
+def done(function, *args):
+    """function(*args) run now, as a finished Future: the same handling as a worker's result."""
+    future = Future()
+    try:
+        future.set_result(function(*args))
+    except (DataError, OSError, cv2.error) as error:
+        future.set_exception(error)
+    return future
+
+
+def outcomes(items, detector, outputs, action, args, pool=None):
+    """(input, line to print or the error it raised, faces) for every input, in input order. Images
+    are named here, in order, and run here or in `pool`, at most twice its size ahead; a video
+    waits for the images before it and is tracked here."""
+    pending = deque()  # (item, out_path, future), input order
+    ahead = 2 * args.workers if pool else 0
+
+    def settle():
+        item, out_path, future = pending.popleft()
+        try:
+            record, faces = future.result()
+        except media.OutputError:
+            raise
+        except (DataError, OSError, cv2.error) as error:
+            return item, error, 0
+        outputs.write_record(record)
+        return item, f"{item.name}: {faces} face{'s' * (faces != 1)} -> {out_path}", faces
+
+    for item in items:
+        if isinstance(item, DataError) or item.kind != "image":
+            while pending:
+                yield settle()
+        if isinstance(item, DataError):
+            yield item, item, 0
+        elif item.kind != "image":
+            try:
+                yield item, *process_video(detector, outputs, item, action, args.detect_every,
+                                           smooth=not args.no_smooth)
+            except media.OutputError:
+                raise
+            except (DataError, OSError, cv2.error) as error:
+                yield item, error, 0
+        else:
+            out_path = outputs.path_for(item.out_name, action.image_ext, action.suffix)
+            future = (pool.submit(worker_image_result, item, out_path, action) if pool
+                      else done(image_result, detector, item, out_path, action))
+            pending.append((item, out_path, future))
+            while len(pending) > ahead:
+                yield settle()
+    while pending:
+        yield settle()
+
+
+def run_inputs(args, detector, outputs, action, pool=None):
+    """Process every input; report each bad one as one line on stderr and go on. A folder prints
+    one summary line instead of a line per image. Returns the number of failures."""
+    failures, folder, folder_counts = 0, None, [0, 0]
+
+    def end_folder():
+        if folder is not None:
+            print(f"{folder}: {folder_counts[0]} images, {folder_counts[1]} faces -> {outputs.out_dir}")
+
+    items = media.each_input(args.inputs, args.camera, default=astronaut)
+    for item, line, faces in outcomes(items, detector, outputs, action, args, pool):
+        if getattr(item, "folder", None) != folder:
+            end_folder()
+            folder, folder_counts = getattr(item, "folder", None), [0, 0]
+        if isinstance(line, Exception):
+            failures += 1
+            tqdm.write(f"{action.program}: {line}", file=sys.stderr)
+        elif folder is None:
+            tqdm.write(line)
+        else:
+            folder_counts[0] += 1
+            folder_counts[1] += faces
+    end_folder()
+    return failures
+
+
+def add_input_options(parser, detect_every):
+    """The options detect.py and filters.py share: inputs, output folder, model, video, workers."""
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="image files, folders (searched recursively) or videos (mp4, avi, mov); "
+                             "none: scikit-image's astronaut photo")
+    parser.add_argument("--out", default="outputs", help="folder for the output images and videos")
+    parser.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
+                        help="run the network on PyTorch (.pt) or onnxruntime (.onnx, no PyTorch needed); "
+                             "auto: onnxruntime when installed and its export matches the .pt")
+    parser.add_argument("--model", default=None,
+                        help="model file (default: the shipped model, saved_models/keypoints_model.pt "
+                             "or its .onnx export)")
+    parser.add_argument("--camera", type=int, default=None, metavar="N", help="read camera N (Ctrl-C stops)")
+    parser.add_argument("--detect-every", type=int, default=detect_every, metavar="K",
+                        help="video: run the Haar cascade every K frames, track in between")
+    parser.add_argument("--no-smooth", action="store_true", help="video: no temporal smoothing")
+    parser.add_argument("--upright-only", action="store_true",
+                        help="upright faces only: faster, misses heads tilted more than ~15 degrees")
+    parser.add_argument("--workers", type=int, default=default_workers(), metavar="N",
+                        help="processes for the still images of a folder or a list "
+                             f"(default: the cores, at most {MAX_WORKERS}; 1: this process only)")
+
+
+def check_input_options(parser, args):
+    if args.detect_every < 1:
+        parser.error("--detect-every must be >= 1")
+    if args.camera is not None and args.camera < 0:
+        parser.error(f"--camera {args.camera}: camera numbers start at 0")
+    if args.workers < 1:
+        parser.error(f"--workers {args.workers}: must be 1 or more")
+
+
+def run(args, make_detector, action, json_path=None):
+    """Load, then process every input; the exit status (1 if any input failed, 130 on Ctrl-C).
+    detect.py and filters.py both end here. `make_detector` is picklable when --workers is above
+    1 (each worker calls it)."""
+    pool = None
+    try:
+        detector = make_detector()  # here too: a bad model file is one error line, before any worker
+        model_file = detector.backend_path
+        outputs = media.Outputs(args.out, json_path, [*args.inputs, model_file])
+        if wants_pool(args.inputs, args.workers):
+            pool = worker_pool(args.workers, make_detector)
+    except (DataError, OSError) as error:
+        print(f"{action.program}: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{action.program}: interrupted before any input was read", file=sys.stderr)
+        return 130
+    try:
+        failures = run_inputs(args, detector, outputs, action, pool)
+    except KeyboardInterrupt:
+        print(f"{action.program}: interrupted; the files written so far are complete", file=sys.stderr)
+        return 130
+    except media.OutputError as error:
+        print(f"{action.program}: {error}", file=sys.stderr)
+        return 1
+    except BrokenProcessPool:
+        print(f"{action.program}: a worker process died (out of memory?); try fewer --workers",
+              file=sys.stderr)
+        return 1
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        outputs.close()
+    if json_path:
+        print(f"keypoints: {json_path}")
+    return 1 if failures else 0
