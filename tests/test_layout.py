@@ -9,8 +9,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Bottom to top: a module may import those listed before it, never one after it.
 LAYERS = ["face_crop", "models", "metrics", "make_overlays", "media", "data_load", "backends", "tracking",
-          "runner", "detect", "train", "evaluate", "export", "filters", "jitter", "get_data", "bench"]
-INFERENCE = {"media", "backends", "tracking", "runner", "detect"}
+          "runner", "detect", "train", "evaluate", "export", "filters", "cluster", "jitter", "get_data",
+          "bench"]
+INFERENCE = {"media", "backends", "tracking", "runner", "detect", "cluster"}
 NOT_FOR_INFERENCE = {"train", "bench", "filters", "evaluate", "export", "jitter", "get_data", "data_load"}
 NOT_FOR_TRAINING = {"backends", "tracking", "runner", "detect", "evaluate", "filters", "export", "bench",
                     "jitter"}

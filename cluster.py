@@ -1,0 +1,285 @@
+"""detect.py's JSON Lines for many images, on a Dask cluster (`pip install -r requirements-cluster.txt`).
+
+    python cluster.py photos/ --json faces.jsonl                  # a local cluster, one process per core
+    python cluster.py photos/ a.jpg --list paths.txt --json faces.jsonl --workers 2 --chunk-size 8
+    python cluster.py /shared/photos --json faces.jsonl --scheduler tcp://HOST:8786   # an existing cluster
+
+Inputs are images and folders as for detect.py, and --list files of paths, one per line (blank and
+# lines skipped). Each worker thread builds the detector once (detect.py's --backend, --model,
+--upright-only, --no-flip and Haar options) and runs runner.image_result on chunks of images; this
+process writes one JSON line per image in input order to a temporary file that becomes --json when
+the run is complete: the file `detect.py --json` writes for the same inputs. A bad image is one line
+on stderr (exit status 1). Workers read the images at the absolute paths this machine sees (on many
+machines: a shared filesystem), and a worker whose model file differs from this one's stops the run.
+"""
+
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import deque
+from copy import copy
+from dataclasses import replace
+from functools import partial
+
+import cv2
+from tqdm import tqdm
+
+import detect
+import media
+import runner
+from backends import limit_threads, sha256
+from media import DataError, OneLineParser
+
+try:
+    import distributed
+except ImportError:  # the optional extra: main() says what to install
+    distributed = None
+
+PROGRAM = "cluster.py"
+INSTALL = "pip install -r requirements-cluster.txt"
+ENVIRONMENT = (f"every machine of the cluster (scheduler and workers) needs the repository on PYTHONPATH "
+               f"or `pip install .`, and {INSTALL}")
+# Detector options handed to detect.parse_args, which checks them and gives their defaults.
+DETECTOR_OPTIONS = {"--backend": "{auto,torch,onnx}", "--model": "FILE", "--scale-factor": "X",
+                    "--min-neighbors": "N", "--min-size": "PIXELS", "--upright-only": None, "--no-flip": None}
+
+
+def first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def fingerprint(detector):
+    """What must be the same on every worker for the same keypoints: the backend and its file."""
+    return detector.backend_name, sha256(detector.backend_path)
+
+
+class DetectorCache(distributed.WorkerPlugin if distributed else object):
+    """On every worker (those that join later too): one thread for OpenCV and the model, as in
+    runner.start_worker, and one detector per worker thread, built for its first chunk."""
+
+    def __init__(self, make_detector):
+        self.make_detector = make_detector
+
+    def setup(self, worker):
+        cv2.setNumThreads(1)
+        limit_threads(1)
+        self.address, self.local = worker.address, threading.local()
+
+    def detector(self):
+        if not hasattr(self.local, "detector"):
+            try:
+                self.local.detector = self.make_detector()
+            except (DataError, OSError) as error:
+                raise DataError(f"worker {self.address}: {error}") from None
+            self.local.fingerprint = fingerprint(self.local.detector)
+        return self.local.detector, self.local.fingerprint
+
+
+def detect_chunk(plugin_name, items, action):
+    """On a worker: (its address, its model's fingerprint, a JSON record or an error line per image)."""
+    cache = distributed.get_worker().plugins[plugin_name]
+    detector, model = cache.detector()
+    results = []
+    for item in items:
+        try:
+            results.append(runner.image_result(detector, item, None, action)[0])
+        except (DataError, OSError, cv2.error) as error:
+            message = str(error)  # it names the absolute path read: name the image as detect.py does
+            if message.startswith(item.source):
+                message = item.name + message[len(item.source):]
+            results.append(f"{PROGRAM}: {message}")
+    return cache.address, model, results
+
+
+def read_list(path):
+    try:
+        with open(path) as f:
+            lines = [line.strip() for line in f]
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise DataError(f"--list {path}: cannot read it ({reason})") from None
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def work(paths, chunk_size):
+    """The steps, in input order: an error line (str) per unusable input (media.each_input), else
+    a chunk (list) of at most chunk_size consecutive images, each to be read at its absolute path."""
+    steps, chunk = [], []
+    for item in media.each_input(paths, progress=False):
+        if not isinstance(item, DataError) and item.kind != "image":
+            item = DataError(f"{item.name}: a video; {PROGRAM} does still images (detect.py tracks videos)")
+        if isinstance(item, DataError):
+            steps += [chunk] * bool(chunk) + [f"{PROGRAM}: {item}"]
+            chunk = []
+            continue
+        chunk.append(replace(item, source=os.path.abspath(item.source)))
+        if len(chunk) == chunk_size:
+            steps, chunk = steps + [chunk], []
+    return steps + [chunk] * bool(chunk)
+
+
+def start_client(args):
+    """(client, local cluster or None): the --scheduler's cluster, or a local one of --workers processes."""
+    logging.getLogger("distributed").setLevel(logging.ERROR)  # its warnings would bury our error lines
+    if not args.scheduler:
+        cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, silence_logs=logging.ERROR)
+        return distributed.Client(cluster), cluster
+    client = distributed.Client(args.scheduler, timeout=args.timeout)
+    try:
+        client.wait_for_workers(1, timeout=args.timeout)
+    except TimeoutError:
+        client.close()
+        raise DataError(f"{args.scheduler}: no worker in {args.timeout:g} s "
+                        f"(start some: dask worker {args.scheduler})") from None
+    return client, None
+
+
+def results_in_order(client, steps, plugin_name, action):
+    """(step, its result) in input order, with at most 2 chunks per worker thread on the cluster."""
+    pending, steps = deque(), deque(steps)
+    while steps or pending:
+        while steps and len(pending) < 2 * max(1, sum(client.nthreads().values())):
+            step = steps.popleft()
+            pending.append((step, None if isinstance(step, str) else
+                            client.submit(detect_chunk, plugin_name, step, action, pure=False)))
+        step, future = pending.popleft()
+        yield step, None if future is None else future.result()
+
+
+def run(args, steps, json_path, model):
+    """The steps on the cluster, JSON lines into json_path and error lines to stderr; the failures."""
+    client, cluster = start_client(args)
+    plugin_name, registered = f"facial-keypoints-{uuid.uuid4().hex}", False
+    images = faces = failures = 0
+    try:
+        plugin = DetectorCache(partial(detect.build_detector, args.worker_detector))
+        try:
+            client.register_plugin(plugin, plugin_name)
+        except Exception as error:  # a worker that cannot unpickle it: only its text comes back
+            raise DataError(f"a worker cannot set up the detector ({first_line(error)}): "
+                            f"{ENVIRONMENT}") from None
+        registered = True
+        action = runner.Action(media.draw_faces, program=PROGRAM)
+        total = sum(len(step) for step in steps if not isinstance(step, str))
+        progress = tqdm(total=total, unit="image", disable=None)
+        with open(json_path, "w") as out:
+            for step, result in results_in_order(client, steps, plugin_name, action):
+                address, worker_model, records = result or (None, model, [step])
+                if worker_model != model:
+                    raise DataError(f"worker {address} runs {worker_model[0]} on a model file with SHA-256 "
+                                    f"{worker_model[1][:12]}..., this machine {model[0]} on "
+                                    f"{model[1][:12]}...: every machine needs the same model")
+                for record in records:
+                    if isinstance(record, str):
+                        failures += 1
+                        tqdm.write(record, file=sys.stderr)
+                    else:
+                        out.write(json.dumps(record) + "\n")
+                        images, faces = images + 1, faces + len(record["faces"])
+                progress.update(len(records) * (result is not None))
+        progress.close()
+        workers = len(client.nthreads())
+    finally:
+        if registered and cluster is None:
+            client.unregister_worker_plugin(plugin_name)
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    print(f"{images} images, {faces} faces on {workers} worker{'s' * (workers != 1)}")
+    return failures
+
+
+def parse_args(argv=None):
+    parser = OneLineParser(description="detect.py's JSON Lines for many images, on a Dask cluster.")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="images and folders (searched recursively)")
+    parser.add_argument("--list", action="append", default=[], metavar="FILE",
+                        help="a text file of image (or folder) paths, one per line; may be repeated")
+    parser.add_argument("--json", required=True, metavar="FILE", help="the JSON Lines file to write")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="an existing cluster's scheduler, e.g. tcp://host:8786 (default: a local one)")
+    parser.add_argument("--workers", type=int, metavar="N", help="local cluster: N processes of one thread "
+                        f"(default: the cores, at most {runner.MAX_WORKERS})")
+    parser.add_argument("--chunk-size", type=int, default=8, metavar="K", help="images per task (default 8)")
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                        help="seconds to wait for the --scheduler and its first worker (default 30)")
+    group = parser.add_argument_group("the detector: detect.py's options (detect.py --help), its defaults")
+    for option, metavar in DETECTOR_OPTIONS.items():
+        group.add_argument(option, **{"metavar": metavar} if metavar else {"action": "store_true"})
+    args = parser.parse_args(argv)
+    if args.chunk_size < 1:
+        parser.error(f"--chunk-size {args.chunk_size}: must be 1 or more")
+    if args.scheduler and args.workers is not None:
+        parser.error("--workers sizes a local cluster; with --scheduler the cluster's own workers run")
+    args.workers = runner.default_workers() if args.workers is None else args.workers
+    if args.workers < 1:
+        parser.error(f"--workers {args.workers}: must be 1 or more")
+    given = {option: getattr(args, option[2:].replace("-", "_")) for option in DETECTOR_OPTIONS}
+    args.detector = detect.parse_args(["--workers=1"] + [option if value is True else f"{option}={value}"
+                                                         for option, value in given.items() if value])
+    args.worker_detector = copy(args.detector)  # the workers' current folders may differ from ours
+    args.worker_detector.model = args.model and os.path.abspath(args.model)
+    return args
+
+
+def main(argv=None):
+    """Run the command line; returns the exit status (1 if any input failed)."""
+    args = parse_args(argv)
+    json_path, temporary, started = args.json, None, time.perf_counter()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run leaves no temporary file
+    try:
+        paths = args.inputs + [path for list_file in args.list for path in read_list(list_file)]
+        if not paths:
+            raise DataError("no input: name images or folders, or --list FILE")
+        if distributed is None:
+            raise DataError(f"the cluster engine is not installed: {INSTALL} (Dask's distributed scheduler)")
+        detector = detect.build_detector(args.detector)  # a bad model is one line, before any cluster
+        media.check_writable("--json", json_path)
+        if any(os.path.exists(p) and media.inside(json_path, p) for p in [*paths, detector.backend_path]):
+            raise DataError(f"{json_path}: is one of the inputs or the model; choose another --json file")
+        steps = work(paths, args.chunk_size)
+        fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(json_path)}.", suffix=".tmp",
+                                         dir=os.path.dirname(os.path.abspath(json_path)))
+        os.close(fd)
+        if any(not isinstance(step, str) for step in steps):
+            failures = run(args, steps, temporary, fingerprint(detector))
+        else:  # nothing to detect: the error lines, and the empty file detect.py writes too
+            failures = len(steps)
+            print(*steps, sep="\n", file=sys.stderr)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's file is private; detect.py's follows the umask
+        os.replace(temporary, json_path)
+        temporary = None
+    except (DataError, OSError, TimeoutError) as error:
+        print(f"{PROGRAM}: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROGRAM}: interrupted; {json_path} not written", file=sys.stderr)
+        return 130
+    except Exception as error:  # the cluster's own failures; anything else is a bug, with its traceback
+        if isinstance(error, ModuleNotFoundError) or first_line(error).startswith("Error during deserial"):
+            line = f"the scheduler or a worker cannot load the task ({first_line(error)}): {ENVIRONMENT}"
+        elif type(error).__module__.split(".")[0] == "distributed":  # a worker killed, the scheduler lost
+            line = f"the cluster failed: {type(error).__name__}: {first_line(error)}"
+        else:
+            raise
+        print(f"{PROGRAM}: {line}", file=sys.stderr)
+        return 1
+    finally:
+        if temporary is not None and os.path.exists(temporary):
+            os.unlink(temporary)
+    print(f"keypoints: {json_path} in {time.perf_counter() - started:.1f} s")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
