@@ -719,7 +719,7 @@ def run(args, command):
         rolls = detectors = None
         if not args.no_roll:
             print("tilted heads: both pipelines on turned copies of the test images ...", flush=True)
-            rolls = roll_accuracy(args.model, dlib_pipeline, csv_file, images_dir, args.backend)
+            rolls = roll_accuracy(args.model, dlib_pipeline, csv_file, images_dir, backend=args.backend)
             detectors = detection_by_roll(dlib_pipeline, csv_file, images_dir, clips)
         folder = None
         if not args.no_folder:
