@@ -206,11 +206,6 @@ class FaceCropAugment:
                                                                     self.size)
 
 
-def identity_of(image_name):
-    """The person in a course image ('Abdel_Aziz_Al-Hakim_02.jpg' -> 'Abdel_Aziz_Al-Hakim')."""
-    return os.path.splitext(image_name)[0].rsplit("_", 1)[0]
-
-
 class CachedFaceDataset(Dataset):
     """Course-format data decoded once into memory (grayscale), cropped and augmented per sample.
 

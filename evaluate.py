@@ -1,6 +1,7 @@
 """Evaluate a keypoint model on a labelled set (the course CSV format).
 
     python evaluate.py                                   # shipped model, pipeline protocol, test split
+    python evaluate.py --split unseen                    # people no default training run sees
     python evaluate.py --protocol crop --plot ced.png
     python evaluate.py --csv my.csv --images my_images/ --model saved_models/other.pt
     python evaluate.py --backend onnx                    # the exported model on onnxruntime
@@ -17,17 +18,32 @@ rate at 8 % and 10 %, AUC of the cumulative error distribution (CED) up to 8 %, 
 
 import os
 import sys
+import tempfile
 import time
 
 import cv2
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from backends import BACKENDS
 from detect import KeypointDetector
 from face_crop import keypoints_to_box, transform_points
-from media import DataError, OneLineParser, check_writable, data_path, load_image, read_keypoints_csv, to_gray
+from media import (
+    DataError,
+    OneLineParser,
+    check_writable,
+    data_dir,
+    data_path,
+    identity_of,
+    load_image,
+    read_keypoints_csv,
+    to_gray,
+    unseen_people,
+)
 from metrics import format_summary, summarize
+
+SPLITS = ("test", "unseen")
 
 
 def plot_ced(curves, path, limit=0.10):
@@ -119,14 +135,36 @@ def predict_dataset(detector, csv_file, images_dir, protocol="pipeline", progres
     return pred, gt, seconds
 
 
+def unseen_split_csv(folder):
+    """The unseen-people split as one labelled CSV written in `folder`: the rows of both course
+    CSVs whose person is in splits/unseen_people.txt, their images named training/<name> and
+    test/<name>. Returns (CSV path, the dataset folder its names are relative to)."""
+    people, rows = unseen_people(), []
+    for split in ("training", "test"):
+        frame = read_keypoints_csv(data_path(f"{split}_frames_keypoints.csv"))
+        frame = frame[frame.iloc[:, 0].map(identity_of).isin(people)].copy()
+        frame.iloc[:, 0] = split + "/" + frame.iloc[:, 0]
+        rows.append(frame)
+    path = os.path.join(folder, "unseen_people.csv")
+    pd.concat(rows).to_csv(path, header=False, index=False)
+    return path, data_dir()
+
+
 def evaluate(model_path=None, protocol="pipeline", csv_file=None, images_dir=None, flip_average=True,
-             progress=True, backend="auto", rotate=0.0):
+             progress=True, backend="auto", rotate=0.0, split="test"):
     """Load the model, predict the labelled set, return the metrics dict (see summarize).
-    `backend`: "auto", "torch" or "onnx" (backends.load_backend, through detect.KeypointDetector)."""
+    `backend`: "auto", "torch" or "onnx" (backends.load_backend, through detect.KeypointDetector).
+    Without csv_file, `split` names the set: "test" (the course test CSV) or "unseen" (people
+    no default training run sees: unseen_split_csv)."""
     detector = KeypointDetector(model_path, flip_average=flip_average, backend=backend)
-    csv_file = csv_file or data_path("test_frames_keypoints.csv")
-    images_dir = images_dir or data_path("test")
-    pred, gt, seconds = predict_dataset(detector, csv_file, images_dir, protocol, progress, rotate)
+    with tempfile.TemporaryDirectory() as folder:
+        if csv_file is None and split == "unseen":
+            csv_file, images_dir = unseen_split_csv(folder)
+        elif split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+        csv_file = csv_file or data_path("test_frames_keypoints.csv")
+        images_dir = images_dir or data_path("test")
+        pred, gt, seconds = predict_dataset(detector, csv_file, images_dir, protocol, progress, rotate)
     metrics = summarize(pred, gt)
     metrics.update(pred=pred, gt=gt, seconds=seconds)
     return metrics
@@ -138,7 +176,10 @@ def main(argv=None):
     parser.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
                         help="run the network on PyTorch (.pt) or onnxruntime (.onnx)")
     parser.add_argument("--protocol", default="pipeline", choices=["pipeline", "crop", "labelled-box"])
-    parser.add_argument("--csv", default=None, help="labelled CSV (default: the test split)")
+    parser.add_argument("--split", default="test", choices=SPLITS,
+                        help="test: the course test CSV; unseen: the images, in both CSVs, of the people "
+                             "in splits/unseen_people.txt (never in a default training run)")
+    parser.add_argument("--csv", default=None, help="labelled CSV (default: the --split set)")
     parser.add_argument("--images", default=None, help="folder of the CSV's images")
     parser.add_argument("--no-flip", action="store_true", help="no flip averaging at test time")
     parser.add_argument("--plot", default=None, help="write the CED plot to this PNG")
@@ -154,10 +195,11 @@ def main(argv=None):
             parser.error(str(e))
     try:
         m = evaluate(args.model, args.protocol, args.csv, args.images, flip_average=not args.no_flip,
-                     backend=args.backend, rotate=args.rotate)
+                     backend=args.backend, rotate=args.rotate, split=args.split)
     except DataError as e:
         sys.exit(f"evaluate.py: {e}")
-    print(format_summary(args.protocol + (f", rotated {args.rotate:g} degrees" if args.rotate else ""), m))
+    label = args.protocol + ("" if args.csv or args.split == "test" else f", {args.split} people")
+    print(format_summary(label + (f", rotated {args.rotate:g} degrees" if args.rotate else ""), m))
     n = max(1, m["found"])
     print(f"  time per face: detection {1000 * m['seconds']['detection'] / m['faces']:.2f} ms, "
           f"CNN {1000 * m['seconds']['cnn'] / n:.2f} ms")

@@ -62,6 +62,22 @@ def data_path(*parts):
     return os.path.join(data_dir(), *parts)
 
 
+def identity_of(image_name):
+    """The person in a course image ('Abdel_Aziz_Al-Hakim_02.jpg' -> 'Abdel_Aziz_Al-Hakim'): the
+    frames of one video are one person."""
+    return os.path.splitext(os.path.basename(image_name))[0].rsplit("_", 1)[0]
+
+
+# The unseen-people split: people whose images (in both CSVs) no default training run sees.
+UNSEEN_PEOPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "splits", "unseen_people.txt")
+
+
+def unseen_people(path=UNSEEN_PEOPLE):
+    """The people of the unseen-people split (one name a line, # comments): a set of names."""
+    with open(path) as f:
+        return {line.strip() for line in f if line.strip() and not line.startswith("#")}
+
+
 def read_keypoints_csv(csv_file, images_dir=None):
     """Read a course-format CSV (a header row, then image name, x0, y0 .. x67, y67 per row) and
     check every cell: names present, coordinates finite numbers of sane size. With `images_dir`,

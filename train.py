@@ -42,9 +42,17 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from data_load import CachedFaceDataset, identity_of
+from data_load import CachedFaceDataset
 from face_crop import CROP_MARGIN, CROP_SHIFT
-from media import DataError, OneLineParser, check_writable, data_dir, read_keypoints_csv
+from media import (
+    DataError,
+    OneLineParser,
+    check_writable,
+    data_dir,
+    identity_of,
+    read_keypoints_csv,
+    unseen_people,
+)
 from metrics import nme_per_face
 from models import (
     ARCHITECTURES,
@@ -71,6 +79,7 @@ DEFAULTS = dict(
     weight_decay=1e-4,
     warmup_epochs=1,
     val_fraction=0.1,      # share of training *people* held out for validation
+    unseen=False,          # also train on the people of the unseen-people split (splits/unseen_people.txt)
     seed=1337,
     augment=True,
     rotation=20.0,         # training rotations: normal with std rotation/2, clipped at +-rotation degrees
@@ -89,8 +98,8 @@ LOSSES = ("wing", "mse", "l1")
 # The options that define a run: a resumed run takes them from its checkpoint. The others say how
 # to run it (where the data and files are, threads, device) and come from the command line.
 RUN_OPTIONS = ("arch", "input_size", "dropout", "widths", "hidden", "init", "epochs", "batch_size", "loss",
-               "lr", "weight_decay", "warmup_epochs", "val_fraction", "seed", "augment", "rotation",
-               "limit", "max_steps")
+               "lr", "weight_decay", "warmup_epochs", "val_fraction", "unseen", "seed", "augment",
+               "rotation", "limit", "max_steps")
 # Of those, the ones a resume may change: how long the run goes on.
 LENGTH_OPTIONS = ("epochs", "max_steps")
 
@@ -204,15 +213,17 @@ def keypoint_loss(name, pred, target, input_size):
     raise ValueError(f"unknown loss {name!r}; choose wing, mse or l1")
 
 
-def split_by_person(csv_file, val_fraction, seed, limit=0):
-    """Train/validation row indices, holding out whole people so validation is on unseen faces."""
+def split_by_person(csv_file, val_fraction, seed, limit=0, exclude=()):
+    """Train/validation row indices, holding out whole people so validation is on unseen faces;
+    the people in `exclude` (the unseen-people split) are in neither."""
     names = list(read_keypoints_csv(csv_file).iloc[:, 0])
     if limit:
         names = names[:limit]
-    people = sorted({identity_of(n) for n in names})
+    people = sorted({identity_of(n) for n in names} - set(exclude))
     rng = np.random.default_rng(seed)
     held_out = set(rng.choice(people, size=int(round(len(people) * val_fraction)), replace=False))
-    train = [i for i, n in enumerate(names) if identity_of(n) not in held_out]
+    left_out = held_out | set(exclude)
+    train = [i for i, n in enumerate(names) if identity_of(n) not in left_out]
     val = [i for i, n in enumerate(names) if identity_of(n) in held_out]
     return train, val
 
@@ -220,7 +231,8 @@ def split_by_person(csv_file, val_fraction, seed, limit=0):
 def build_datasets(args, progress=False):
     csv_file = os.path.join(args.data, "training_frames_keypoints.csv")
     images = os.path.join(args.data, "training")
-    train_idx, val_idx = split_by_person(csv_file, args.val_fraction, args.seed, args.limit)
+    exclude = () if args.unseen else unseen_people()
+    train_idx, val_idx = split_by_person(csv_file, args.val_fraction, args.seed, args.limit, exclude)
     train_set = CachedFaceDataset(csv_file, images, args.input_size, train=args.augment,
                                   indices=train_idx, progress=progress, rotation=args.rotation)
     val_set = CachedFaceDataset(csv_file, images, args.input_size, train=False, indices=val_idx,
@@ -336,6 +348,8 @@ def read_checkpoint(path, mmap=False):
         raise TrainingError(f"{path}: not a readable checkpoint ({type(e).__name__}: truncated or not "
                             f"a train.py checkpoint); delete it, or pick another --checkpoint") from None
     missing = [key for key in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
+    if not missing and isinstance(ckpt["run_options"], dict):  # a run from before the unseen-people
+        ckpt["run_options"].setdefault("unseen", True)          # split trained on everyone
     if missing or not set(RUN_OPTIONS) <= set(ckpt["run_options"]):
         raise TrainingError(f"{path}: not a checkpoint of this train.py (no "
                             f"{', '.join(missing) or 'options'}); delete it, or pick another --checkpoint")
