@@ -1,5 +1,6 @@
-"""Shared fixtures: the real dataset (skip or fail when absent) and tiny synthetic ones."""
+"""Shared fixtures: the real dataset (skip or fail when absent) and tiny synthetic ones; helpers."""
 
+import ast
 import os
 
 import cv2
@@ -99,3 +100,17 @@ def tiny_dataset(tmp_path):
     """A tiny course-layout dataset in a temporary folder: (folder, expected row counts)."""
     root = tmp_path / "tiny-data"
     return str(root), write_course_dataset(str(root))
+
+
+def imports_in(path):
+    """The top-level names of every module the Python file at `path` imports, at the top or
+    inside a function (absolute imports only)."""
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names

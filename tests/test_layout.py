@@ -1,10 +1,10 @@
 """The house: each module imports only modules below it (README's Layout table, bottom first).
 Inference never imports training, benchmark or filter code; training imports no inference module."""
 
-import ast
 import os
 
 import pytest
+from conftest import imports_in
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Bottom to top: a module may import those listed before it, never one after it.
@@ -19,15 +19,7 @@ NOT_FOR_TRAINING = {"backends", "tracking", "runner", "detect", "evaluate", "fil
 
 def project_imports(module):
     """Every project module that `module`.py imports, at the top or inside a function."""
-    with open(os.path.join(ROOT, module + ".py")) as f:
-        tree = ast.parse(f.read())
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names & set(LAYERS)
+    return imports_in(os.path.join(ROOT, module + ".py")) & set(LAYERS)
 
 
 def test_every_module_is_in_the_layout():

@@ -6,7 +6,6 @@ The light install fetches its dependencies from the package index (about 115 MB 
 cache keeps them for reruns where the index lets it); that test is skipped, saying so, only when the
 index cannot be reached."""
 
-import ast
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ import zipfile
 import cv2
 import numpy as np
 import pytest
+from conftest import imports_in
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -36,15 +36,7 @@ ATOL_PX = 0.015
 
 def imports_of(module):
     """The project modules `module`.py imports, at the top or inside a function."""
-    with open(os.path.join(ROOT, module + ".py")) as f:
-        tree = ast.parse(f.read())
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names & MODULES
+    return imports_in(os.path.join(ROOT, module + ".py")) & MODULES
 
 
 def needed_by(module):
