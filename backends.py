@@ -27,14 +27,14 @@ DEFAULT_ONNX_MODEL = os.path.join(HERE, "saved_models", "keypoints_model.onnx") 
 DEFAULT_INT8_MODEL = os.path.join(HERE, "saved_models", "keypoints_model.int8.onnx")  # its int8 copy
 # What detection needs to know about a model besides its weights.
 REQUIRED_META = ("input_size", "crop_margin", "crop_shift")
-threads = 0  # threads per model (0: the library's default, every core); limit_threads sets it
+default_threads = 0  # threads per model (0: the library's default, every core); limit_threads sets it
 
 
 def limit_threads(n):
     """Run the models loaded from now on (and PyTorch, if loaded) on `n` threads: a worker
     process that shares the cores with others."""
-    global threads
-    threads = n
+    global default_threads
+    default_threads = n
     os.environ["OMP_NUM_THREADS"] = str(n)  # PyTorch, if it is imported later
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
@@ -85,7 +85,7 @@ class TorchModel:
 class OnnxModel:
     """The network exported by export.py, on onnxruntime; the metadata (input size, crop...) comes
     from the ONNX file's metadata_props. `threads` sets onnxruntime's intra- and inter-op threads
-    (0: onnxruntime's default, one per physical core; None: the module's `threads`)."""
+    (0: onnxruntime's default, one per physical core; None: the module's `default_threads`)."""
 
     name = "onnx"
 
@@ -99,7 +99,7 @@ class OnnxModel:
             raise DataError("the onnx backend needs onnxruntime: pip install onnxruntime") from None
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = (
-            globals()["threads"] if threads is None else threads)
+            default_threads if threads is None else threads)
         try:
             self.model = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime has no public exception base class

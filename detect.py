@@ -110,9 +110,7 @@ class FaceDetector:
 
     def merge(self, found, upright_bonus=None):
         """(boxes, angles) of the detections kept_of(found) keeps."""
-        kept = self.kept_of(found, upright_bonus)
-        return (np.array([found[k][1] for k in kept], dtype=np.float64).reshape(-1, 4),
-                np.array([found[k][2] for k in kept], dtype=np.float64))
+        return boxes_and_angles(found, self.kept_of(found, upright_bonus))
 
     def kept_of(self, found, upright_bonus=None):
         """The indices of one detection per face, in the cascade's order. Surest first (an upright
@@ -151,6 +149,12 @@ class FaceDetector:
 
     def __call__(self, gray):
         return self.find(gray)[0]
+
+
+def boxes_and_angles(found, kept):
+    """(boxes (N, 4), angles (N,)) arrays of the detections found[k] for k in kept."""
+    return (np.array([found[k][1] for k in kept], dtype=np.float64).reshape(-1, 4),
+            np.array([found[k][2] for k in kept], dtype=np.float64))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,8 +256,7 @@ class KeypointDetector:
             return *self.face_detector.merge(found), None
         scored, keypoints = self.rank_by_symmetry(gray, found)
         kept = self.face_detector.kept_of(scored, upright_bonus=0.0)
-        return (np.array([scored[k][1] for k in kept], dtype=np.float64).reshape(-1, 4),
-                np.array([scored[k][2] for k in kept], dtype=np.float64), keypoints[kept])
+        return *boxes_and_angles(scored, kept), keypoints[kept]
 
     def rank_by_symmetry(self, gray, found):
         """The detections scored by how closely the network's keypoints for the crop and for its
