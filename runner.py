@@ -76,7 +76,8 @@ def process_video(detector, outputs, item, action, detect_every=10, smooth=True)
         for rgb in progress:
             faces = tracker(rgb)
             writer.write(action.draw(rgb, faces))
-            outputs.write_record(media.image_record(item.name, rgb.shape, faces, frame=frames))
+            if outputs.json:  # no --json (filters.py never has one): no record to build per frame
+                outputs.write_record(media.image_record(item.name, rgb.shape, faces, frame=frames))
             frames, with_faces, most_faces = frames + 1, with_faces + bool(faces), max(most_faces, len(faces))
     except KeyboardInterrupt:
         if not isinstance(item.source, int):

@@ -645,7 +645,7 @@ def end_epoch(run, loss, lr, started):
     atomic_save(dict(model=run.model.state_dict(), optimizer=run.optimizer.state_dict(), epoch=run.epoch,
                      step=run.step, history=run.history, finished=run.done(), run_options=run.run_options,
                      arch=run.args.arch, input_size=run.args.input_size, model_options=run.model_options,
-                     command_history=run.command_history, rng=rng_states, args=vars(run.args)),
+                     command_history=run.command_history, rng=rng_states),
                 run.args.checkpoint)
     run.saved_epoch = run.epoch
     val_text = f"val NME {val_nme:.2f}%" if validated else "no validation"
