@@ -27,7 +27,7 @@ from face_crop import (
     transform_points,
     warp_face,
 )
-from media import load_image, read_keypoints_csv
+from media import load_image, read_keypoints_csv, to_gray
 
 
 class FacialKeypointsDataset(Dataset):
@@ -224,8 +224,7 @@ class CachedFaceDataset(Dataset):
         if progress:
             from tqdm import tqdm
             names = tqdm(names, desc=f"decoding {os.path.basename(root_dir.rstrip('/'))}", leave=False)
-        self.images = [cv2.cvtColor(load_image(os.path.join(root_dir, n)), cv2.COLOR_RGB2GRAY)
-                       for n in names]
+        self.images = [to_gray(load_image(os.path.join(root_dir, n))) for n in names]
         self.transform = FaceCropAugment(size, train=train, **augment_options)
 
     def __len__(self):

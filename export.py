@@ -30,13 +30,12 @@ import os
 import sys
 import time
 
-import cv2
 import numpy as np
 import torch
 
 from backends import DEFAULT_MODEL, DEFAULT_ONNX_MODEL, OnnxModel, TorchModel, predict_normalized, sha256
-from data_load import FaceCropAugment
-from media import DataError, OneLineParser, data_path, load_image, read_keypoints_csv
+from data_load import CachedFaceDataset
+from media import DataError, OneLineParser, data_path, read_keypoints_csv
 from metrics import nme_per_face
 from models import ModelFileError, load_model
 
@@ -79,18 +78,16 @@ def dataset_crops(split, size, n, train=False, seed=0):
     box; "training" with train=True: n drawn at random, augmented as in training): float32
     (n, 1, size, size) crops and their (n, 68, 2) keypoints normalised to [-1, 1]. DataError
     without the dataset."""
-    frame = read_keypoints_csv(data_path(f"{split}_frames_keypoints.csv"))
+    csv_file = data_path(f"{split}_frames_keypoints.csv")
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)  # the augmentation's colour jitter
-    rows = rng.choice(len(frame), min(n, len(frame)), replace=False) if train else range(min(n, len(frame)))
-    crop = FaceCropAugment(size, train=train)
-    crops, keypoints = [], []
-    for row in rows:
-        gray = cv2.cvtColor(load_image(data_path(split, frame.iloc[row, 0])), cv2.COLOR_RGB2GRAY)
-        image, points = crop(gray, frame.iloc[row, 1:].to_numpy(float).reshape(-1, 2), rng=rng)
-        crops.append(image.numpy())
-        keypoints.append(points.numpy().reshape(-1, 2))
-    return np.stack(crops).astype(np.float32), np.stack(keypoints)
+    count = len(read_keypoints_csv(csv_file))
+    rows = rng.choice(count, min(n, count), replace=False) if train else range(min(n, count))
+    faces = CachedFaceDataset(csv_file, data_path(split), size, train=train, indices=rows)
+    samples = [faces.transform(image, points, rng=rng) for image, points in zip(faces.images, faces.keypoints,
+                                                                                 strict=True)]
+    return (np.stack([crop.numpy() for crop, _ in samples]).astype(np.float32),
+            np.stack([np.asarray(points).reshape(-1, 2) for _, points in samples]))
 
 
 def check_crops(size, n):
