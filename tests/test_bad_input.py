@@ -60,8 +60,8 @@ class Case:
 # ---------------------------------------------------------------------------------------------
 # Helpers for train.py rows: a tiny network, and the files a user may already have.
 
-TRAIN = ["train.py", "--no-progress", "--input-size", "32", "--widths", "4,4,4,4,4",
-         "--hidden", "8", "--batch-size", "2", "--epochs", "1", "--out", "{tmp}/model.pt"]
+TRAIN = ["train.py", "--no-progress", "--input-size", "32", "--widths", "4,4,4,4,4", "--hidden", "8",
+         "--head", "regression", "--batch-size", "2", "--epochs", "1", "--out", "{tmp}/model.pt"]
 CSV = "training_frames_keypoints.csv"
 
 

@@ -4,16 +4,20 @@ No wall-clock assertions: timing helpers are checked by what they call and count
 the real dlib skip with the reason when it is not installed (requirements-bench.txt).
 """
 
+import functools
 import os
 import shutil
+import types
+import warnings
 
 import cv2
 import numpy as np
 import pytest
-from conftest import face_keypoints
+from conftest import CSV_FILES, face_keypoints, write_course_dataset
 
 import bench
-from media import read_keypoints_csv
+import evaluate
+from media import load_image, read_keypoints_csv
 from metrics import nme_per_face, summarize
 
 DLIB_MISSING = "dlib is not installed (pip install -r requirements-bench.txt)"
@@ -89,6 +93,78 @@ def test_accuracy_rows_show_summarize_metrics():
     assert float(rows["AUC @ 0.08"][0]) == pytest.approx(ours["auc_8"], abs=5e-4)
     assert float(rows["NME eyes (%)"][0]) > float(rows["NME mouth (%)"][0])  # the eyes were moved more
     assert len(rows) == 5 + len(ours["regions"])
+    three = bench.accuracy_rows(ours, theirs, summarize(pred + 1.0, gt))  # the offset column
+    assert [row[:3] for row in three] == bench.accuracy_rows(ours, theirs)
+    assert {row[0]: row[3] for row in three}["faces found"] == "2/3"
+
+
+def turn(degrees):
+    """The 2x2 rotation by `degrees` in image coordinates (x right, y down)."""
+    a = np.radians(degrees)
+    return np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+
+
+def mean_face():
+    """conftest's face moved into its own frame by hand (not with face_frame): the eye centres
+    (means of points 36-41 and 42-47) at (-0.5, 0) and (0.5, 0)."""
+    points = face_keypoints()
+    first, second = points[36:42].mean(0), points[42:48].mean(0)
+    assert first[1] == second[1] and first[0] < second[0]  # level eyes, the first on the image's left
+    return (points - (first + second) / 2) / (second[0] - first[0])
+
+
+def posed(face, degrees, scale, shift):
+    """A face in frame units turned, scaled and moved into an image: its frame is exactly this pose."""
+    return scale * face @ turn(degrees).T + np.asarray(shift)
+
+
+def synthetic_faces(offset, n, rng):
+    """`n` predicted faces of different shapes (noise off the eyes, so each frame is its pose) in
+    random poses, and labels = the prediction + `offset` expressed in that face's frame."""
+    predicted, labels = [], []
+    for _ in range(n):
+        face = mean_face()
+        face[np.r_[0:36, 48:68]] += rng.normal(0, 0.03, (56, 2))
+        pose = rng.uniform(-180, 180), rng.uniform(20, 200), rng.uniform(-500, 500, 2)
+        predicted.append(posed(face, *pose))
+        labels.append(posed(face + offset, *pose))
+    return predicted, labels
+
+
+def test_face_frame_reports_the_pose():
+    origin, rotation, scale = bench.face_frame(posed(mean_face(), 30.0, 80.0, (200.0, 150.0)))
+    np.testing.assert_allclose(origin, [200, 150], atol=1e-9)
+    np.testing.assert_allclose(rotation, turn(30.0), atol=1e-12)
+    assert np.degrees(np.arctan2(rotation[1, 0], rotation[0, 0])) == pytest.approx(30.0)
+    assert scale == pytest.approx(80.0)
+    origin, rotation, scale = bench.face_frame(posed(mean_face(), 0.0, 1.0, (0.0, 0.0)))
+    np.testing.assert_allclose(rotation, np.eye(2), atol=1e-12)
+    np.testing.assert_allclose(origin, [0, 0], atol=1e-12)
+
+
+def test_fit_point_offsets_recovers_a_known_offset():
+    rng = np.random.default_rng(1)
+    offset = rng.normal(0, 0.05, (68, 2))  # the eyes too: the labels' frames are not the predictions'
+    predicted, labels = synthetic_faces(offset, 25, rng)
+    fitted = bench.fit_point_offsets(predicted, labels)
+    assert fitted.shape == (68, 2)
+    np.testing.assert_allclose(fitted, offset, rtol=0, atol=1e-9)
+    pixels = np.mean([lab - pred for pred, lab in zip(predicted, labels, strict=True)], axis=0)
+    assert np.abs(pixels - offset).max() > 0.1  # without each face's frame the answer is far off
+
+
+def test_apply_point_offsets_maps_a_new_face_onto_its_labels():
+    rng = np.random.default_rng(2)
+    offset = rng.normal(0, 0.05, (68, 2))
+    fitted = bench.fit_point_offsets(*synthetic_faces(offset, 10, rng))
+    face = mean_face()
+    pose = -70.0, 37.0, (310.0, 90.0)  # a pose none of the fitted faces had
+    predicted, labels = posed(face, *pose), posed(face + offset, *pose)
+    np.testing.assert_allclose(bench.apply_point_offsets(predicted, fitted), labels, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(bench.apply_point_offsets(predicted, np.zeros((68, 2))), predicted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(bench.apply_point_offsets(np.full((68, 2), np.nan), fitted)).all()  # a miss
 
 
 def test_matching_rect_picks_the_labelled_face():
@@ -127,6 +203,196 @@ def test_dlib_predict_dataset_on_stand_ins_counts_misses(tiny_dataset):
     # the CSV holds the labels to 0.1 px: the error is 2 px over the eye-corner distance, nearly
     assert m["nme"] == pytest.approx(100 * 2.0 / np.linalg.norm(labels[36] - labels[45]), rel=1e-3)
     assert m["failure_10"] == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize("rotate, degrade", [(0.0, "half"), (15.0, "dark")])
+def test_dlib_predict_dataset_passes_degrade_through(tiny_dataset, rotate, degrade):
+    """With `degrade`, the shape predictor gets evaluate.predict_dataset's image: turned, then
+    evaluate.degraded on the RGB image with the row's index (dark seeds its noise with it)."""
+    folder, _ = tiny_dataset
+    csv_file, images_dir = os.path.join(folder, "test_frames_keypoints.csv"), os.path.join(folder, "test")
+    frame = read_keypoints_csv(csv_file)
+    labels = frame.iloc[:, 1:].to_numpy(dtype=np.float64).reshape(len(frame), -1, 2)
+    got = []
+
+    def hog(image, upsample):  # conftest's faces sit in the middle of their images
+        h, w = image.shape[:2]
+        return [FakeRect(w // 4, h // 4, 3 * w // 4, 3 * h // 4)]
+
+    def predictor(image, rect):
+        got.append(image)
+        return FakeShape(face_keypoints())
+
+    pipeline = bench.DlibPipeline(hog=hog, predictor=predictor)
+    _, gt = bench.dlib_predict_dataset(pipeline, csv_file, images_dir, False, rotate, degrade=degrade)
+    assert len(got) == len(frame) == 2
+    for i, name in enumerate(frame.iloc[:, 0]):
+        image, points = evaluate.rotated(load_image(os.path.join(images_dir, name)), labels[i], rotate)
+        image, points = evaluate.degraded(image, points, degrade, i)
+        assert got[i].ndim == 3 and got[i].shape == image.shape
+        np.testing.assert_array_equal(got[i], image)
+        np.testing.assert_allclose(gt[i], points)
+    if degrade == "half":
+        assert got[0].shape[:2] == (75, 70)  # conftest's first image is 150 x 140
+    bench.dlib_predict_dataset(pipeline, csv_file, images_dir, False)
+    np.testing.assert_array_equal(got[-1], load_image(os.path.join(images_dir, frame.iloc[-1, 0])))
+
+
+def test_fit_dlib_offsets_on_stand_ins(tmp_path):
+    """The offset stage with stand-in detector and predictor: every k-th training row, the matching
+    face to the predictor, misses left out of the fit and counted."""
+    root = str(tmp_path / "data")
+    write_course_dataset(root, n_train=7)
+    csv_file, images_dir = os.path.join(root, CSV_FILES["training"]), os.path.join(root, "training")
+    seen = []
+
+    def hog(image, upsample):
+        seen.append(index := (image.shape[0] - 150) // 10)  # conftest's image i is 150 + 10 i high
+        return [] if index == 2 else [FakeRect(30, 40, 110, 120)]
+
+    def predictor(image, rect):  # 2 px right of conftest's face in image i
+        index = (image.shape[0] - 150) // 10
+        return FakeShape(face_keypoints(center=(70 + index, 75), scale=0.8) + [2.0, 0.0])
+
+    pipeline = bench.DlibPipeline(hog=hog, predictor=predictor)
+    offsets, fit = bench.fit_dlib_offsets(pipeline, csv_file, images_dir, 3, str(tmp_path))
+    assert seen == [0, 2, 4] and fit == {"images": 3, "step": 2, "found": 2}
+    points = face_keypoints()
+    eye_distance = 0.8 * np.linalg.norm(points[42:48].mean(0) - points[36:42].mean(0))  # the frame's unit
+    expected = np.tile([-2.0 / eye_distance, 0.0], (68, 1))  # the CSV rounds the labels to 0.1 px
+    np.testing.assert_allclose(offsets, expected, atol=0.06 / eye_distance)
+    never = bench.DlibPipeline(hog=lambda image, upsample: [], predictor=predictor)
+    with pytest.raises(bench.DataError, match="no offset to fit"):
+        bench.fit_dlib_offsets(never, csv_file, images_dir, 3, str(tmp_path))
+
+
+def test_fit_dlib_offsets_leaves_out_the_unseen_people(tmp_path, monkeypatch):
+    """The offset is never fitted on the people both pipelines are scored on as unseen."""
+    root = str(tmp_path / "data")
+    write_course_dataset(root, n_train=4)  # every image shows "Person_training"
+    csv_file, images_dir = os.path.join(root, CSV_FILES["training"]), os.path.join(root, "training")
+    asked = []
+
+    def hog(image, upsample):
+        asked.append(image)
+        return [FakeRect(30, 40, 110, 120)]
+
+    face = FakeShape(face_keypoints(center=(70, 75)))
+    pipeline = bench.DlibPipeline(hog=hog, predictor=lambda image, rect: face)
+    monkeypatch.setattr(bench, "unseen_people", lambda: {"Person_training"})
+    with pytest.raises(bench.DataError) as error:
+        bench.fit_dlib_offsets(pipeline, csv_file, images_dir, 3, str(tmp_path))
+    assert asked == [], str(error.value)
+    monkeypatch.setattr(bench, "unseen_people", lambda: {"Someone_else"})
+    assert bench.fit_dlib_offsets(pipeline, csv_file, images_dir, 4, str(tmp_path))[1]["found"] == 4
+
+
+def test_offset_section_states_what_the_numbers_say():
+    fit = {"images": 800, "step": 4, "found": 781}
+    regions = dict.fromkeys(("jaw", "brows", "nose", "eyes", "mouth"), 4.0)
+    ours = {"nme": 4.10, "failure_10": 0.52, "regions": regions}
+    raw = {"nme": 6.85, "failure_10": 9.74, "regions": dict.fromkeys(regions, 7.0)}
+    worse = {"nme": 5.00, "failure_10": 3.25, "regions": {**regions, "jaw": 5.0, "nose": 4.5}}
+    text = " ".join(bench.offset_section(fit, ours, raw, worse).split())
+    assert "dlib's NME is 5.00 % (raw 6.85 %) against our 4.10 %: ours is lower by 0.90 points" in text
+    assert "ours is lower on 2 of the 5 regions" in text
+    assert "0.52 % of the faces at 10 % against 3.25 %" in text
+    assert "800 training images" in text and "dlib found 781 of the faces" in text and "one row in 4" in text
+    better = {**worse, "nme": 3.50}
+    assert "ours is higher by 0.60 points" in " ".join(bench.offset_section(fit, ours, raw, better).split())
+    assert "the two are level" in bench.offset_section(fit, ours, raw, {**worse, "nme": 4.101})
+    assert bench.offset_label(fit) == ("dlib + per-point offset fitted on 781 training faces "
+                                       "(course labelling convention)")
+
+
+def written_report(tmp_path, tables):
+    """The report write_report makes of `tables` (the other inputs empty), as text."""
+    report = str(tmp_path / "BENCHMARKS.md")
+    bench.write_report(report, types.SimpleNamespace(repeats=1, backend="auto"), "python bench.py", tables,
+                       str(tmp_path / "ced.png"), os.path.join(bench.HERE, "model.pt"), {}, {}, {}, 10, 1)
+    with open(report) as f:
+        return f.read()
+
+
+def test_report_holds_the_offset_paragraph_only_when_fitted(tmp_path):
+    tables = {"accuracy": "ACCURACY TABLE", "speed": "SPEED TABLE"}
+    written = functools.partial(written_report, tmp_path)
+
+    assert "ACCURACY TABLE\n\n![Cumulative" in written(tables)
+    text = written({**tables, "offset": "\nOFFSET PARAGRAPH\n"})
+    assert "ACCURACY TABLE\n\nOFFSET PARAGRAPH\n\n![Cumulative" in text
+
+
+SHIPPED_STYLE_META = {  # the shipped model's: made before the split, no run option for it
+    "command": "python train.py --init saved_models/keypoints_model.pt --epochs 240 --loss l1",
+    "command_history": [
+        "python train.py --epochs 200 --out saved_models/keypoints_model.pt  (epochs 1-23; stopped)",
+        "python train.py --epochs 200 --out saved_models/keypoints_model.pt --resume  (epochs 24-200)",
+        "python train.py --init saved_models/keypoints_model.pt --epochs 240 --loss l1"],
+    "created": "2026-11-25 15:22:32"}
+
+
+def test_trained_on_unseen_reads_the_commands_and_the_date():
+    after = "2026-12-05 10:00:00"
+    unseen = {"command": "python train.py --unseen --out m.pt", "created": after,
+              "command_history": ["python train.py --unseen --out m.pt"]}
+    assert bench.trained_on_unseen(unseen) is True
+    resumed = {**unseen, "command_history": ["python train.py --unseen --out m.pt",
+                                             "python train.py --out m.pt --resume"]}
+    assert bench.trained_on_unseen(resumed) is True  # a resume keeps the run's --unseen
+    without = {"command": "python train.py --out m.pt", "command_history": ["python train.py --out m.pt"],
+               "created": after}
+    assert bench.trained_on_unseen(without) is False
+    assert bench.trained_on_unseen({**without, "command": "python train.py --no-unseen",
+                                    "command_history": []}) is False
+    assert bench.trained_on_unseen(SHIPPED_STYLE_META) is True
+    assert bench.trained_on_unseen({"command": "python train.py", "created": "2026-12-01 23:59:00"}) is True
+    assert bench.trained_on_unseen({}) is None
+    assert bench.trained_on_unseen({"command": "python train.py"}) is None  # no date
+    assert bench.trained_on_unseen({"arch": "net", "created": after}) is None  # no command
+    tuned = {"command": "python train.py --init other.pt", "created": after}
+    assert bench.trained_on_unseen(tuned) is None  # other.pt's own training is not recorded here
+    assert "does not say whether it saw these people" in bench.unseen_sentence({})
+    assert "never saw these people" in bench.unseen_sentence(without)
+    assert "before the split" in bench.unseen_sentence(SHIPPED_STYLE_META)
+    assert "gives `--unseen`" in bench.unseen_sentence(unseen)
+
+
+def test_unseen_table_shows_the_short_rows_and_the_offset_note():
+    pred, gt = hand_made_predictions()
+    columns = {bench.OURS: summarize(pred, gt), bench.DLIB: summarize(gt, gt)}
+    text = bench.unseen_table(columns, SHIPPED_STYLE_META)
+    assert text.startswith(bench.unseen_sentence(SHIPPED_STYLE_META) + "\n\n| unseen people")
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()[4:]]
+    assert [row[0] for row in rows] == list(bench.SHORT_ROWS)
+    assert rows[2][1:] == ["2/3", "3/3"] and "offset" not in text
+    fitted = bench.unseen_table(columns, {}, {"images": 800})
+    assert fitted.endswith("fitted on training images of other people.")
+
+
+def test_degraded_rows_give_the_change_against_clean():
+    def metrics(nme, failure_10, found):
+        return {"nme": nme, "failure_10": failure_10, "found": found, "faces": 770}
+
+    clean = metrics(4.13, 0.78, 768), metrics(6.90, 9.50, 760)
+    results = {"blur": (metrics(4.50, 1.04, 767), metrics(8.15, 12.00, 700)),
+               "half": (metrics(3.90, 0.52, 769), metrics(6.90, 9.10, 740))}
+    rows = bench.degraded_rows(clean, results)
+    assert [row[0] for row in rows] == ["none (clean, as above)", "blur", "half"]
+    assert rows[0][1:] == ["4.13", "0.78", "768/770", "+0.00", "6.90", "9.50", "760/770", "+0.00"]
+    assert rows[1][1:] == ["4.50", "1.04", "767/770", "+0.37", "8.15", "12.00", "700/770", "+1.25"]
+    assert rows[2][4] == "-0.23" and rows[2][8] == "+0.00"
+
+
+def test_report_holds_the_new_sections_only_when_measured(tmp_path):
+    written = functools.partial(written_report, tmp_path)
+
+    tables = {"accuracy": "ACCURACY TABLE", "speed": "SPEED TABLE"}
+    text = written(tables)
+    assert "### People the model never saw" not in text and "## Degraded images" not in text
+    text = written({**tables, "unseen": "UNSEEN TABLE", "degraded": "DEGRADED TABLE"})
+    assert text.index("ACCURACY TABLE") < text.index("UNSEEN TABLE") < text.index("## Speed")
+    assert "DEGRADED TABLE" in text and "dark: " + evaluate.DEGRADATION_NOTES["dark"] in text
 
 
 def test_dlib_pipeline_detect_returns_boxes_and_points():
@@ -234,6 +500,20 @@ def test_subset_csv_keeps_the_first_rows(tiny_dataset, tmp_path):
     np.testing.assert_allclose(subset.iloc[0, 1:].to_numpy(float), full.iloc[0, 1:].to_numpy(float))
 
 
+def test_subset_csv_spaced_takes_every_kth_row(tmp_path):
+    root = str(tmp_path / "data")
+    write_course_dataset(root, n_train=10)
+    training, test = (os.path.join(root, CSV_FILES[split]) for split in ("training", "test"))
+    names = list(read_keypoints_csv(training).iloc[:, 0])
+    spaced = bench.subset_csv(training, 3, str(tmp_path), spaced=True)
+    assert list(read_keypoints_csv(spaced).iloc[:, 0]) == names[0:9:3]  # k = 10 // 3
+    assert list(read_keypoints_csv(bench.subset_csv(training, 4, str(tmp_path), spaced=True)).iloc[:, 0]) \
+        == names[0:8:2]
+    assert len(read_keypoints_csv(bench.subset_csv(training, 50, str(tmp_path), spaced=True))) == 10
+    first = bench.subset_csv(test, 3, str(tmp_path))  # the same folder and limit: another file
+    assert first != bench.subset_csv(training, 3, str(tmp_path)) and os.path.isfile(spaced)
+
+
 def test_machine_description_and_model_line():
     machine = bench.machine_description()
     assert {"CPU", "cores", "memory", "OS"} <= set(machine) and all(machine.values())
@@ -243,7 +523,8 @@ def test_machine_description_and_model_line():
     assert tuned == "arch net, epochs 5, 2 training commands in its command_history"
 
 
-@pytest.mark.parametrize("argv", [["--limit", "-1"], ["--threads", "0"], ["--repeats", "0"]])
+@pytest.mark.parametrize("argv", [["--limit", "-1"], ["--threads", "0"], ["--repeats", "0"],
+                                  ["--dlib-fit-images", "-1"]])
 def test_bad_arguments_are_rejected(argv, capsys):
     with pytest.raises(SystemExit):
         bench.parse_args(argv)
@@ -315,5 +596,7 @@ def test_a_partial_run_does_not_overwrite_the_committed_report():
     assert os.path.realpath(quick.plot) != os.path.realpath(bench.REPORT_PLOT)
     full = bench.parse_args([])
     assert (full.out, full.plot) == (bench.REPORT, bench.REPORT_PLOT)
+    assert full.dlib_fit_images == 800 and bench.parse_args(["--dlib-fit-images", "0"]).dlib_fit_images == 0
     asked = bench.parse_args(["--limit", "5", "--out", bench.REPORT])
     assert asked.out == bench.REPORT
+    assert not full.no_degraded and bench.parse_args(["--no-degraded"]).no_degraded

@@ -1,5 +1,5 @@
-"""data_load.py: transforms keep keypoints on the pixels they label, the flip permutation, the
-course pipeline, image formats, bad input.
+"""data_load.py: transforms keep keypoints on the pixels they label, the real-photo degradations,
+the flip permutation, the course pipeline, image formats, bad input.
 
 The geometric tests draw one small bright dot per keypoint (68 images, one dot each, so every
 mark is identified), put each image through the same transform with the same random draws, find
@@ -19,9 +19,11 @@ from conftest import face_keypoints, write_course_dataset
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms, tv_tensors
+from torchvision.transforms import v2
 
 import media
 from data_load import (
+    PHOTO_GROUPS,
     CachedFaceDataset,
     FaceCropAugment,
     FacialKeypointsDataset,
@@ -30,12 +32,15 @@ from data_load import (
     RandomFlip,
     Rescale,
     ToTensor,
+    crop_to_tensor,
+    photo_options,
 )
 from face_crop import (
     FLIP_PERMUTATION,
     crop_matrix,
     denormalize_keypoints,
     keypoints_to_box,
+    normalize_keypoints,
     transform_points,
     warp_face,
 )
@@ -194,6 +199,134 @@ def test_face_crop_augment_eval_is_the_detector_crop():
     matrix = crop_matrix(keypoints_to_box(POINTS), size)
     np.testing.assert_allclose(keypoints, transform_points(POINTS, matrix), atol=1e-4)
     assert check_marks([c for c, _ in outputs], keypoints, size=size) == 68
+
+
+# ---------------------------------------------------------------------------------------------
+# Real-photo degradations: pixels only, each group on its own switch, the old crops by default
+
+
+@pytest.fixture(scope="module")
+def marks():
+    return marked_images()
+
+
+def textured_image(shape=SHAPE, seed=0):
+    """A grey image with detail at every scale a face has (blurred noise), for pixel changes."""
+    noise = np.random.default_rng(seed).random(shape).astype(np.float32)
+    detail = cv2.GaussianBlur(noise, (0, 0), 1.5) + cv2.GaussianBlur(noise, (0, 0), 6)
+    return cv2.normalize(detail, None, 20, 235, cv2.NORM_MINMAX).astype(np.uint8)
+
+
+def augment_before_photo_groups(gray, keypoints, rng, size=112):
+    """FaceCropAugment(size) as it was before the real-photo groups (a frozen copy of its training
+    path): its defaults must still give exactly these crops and random draws."""
+    angle = float(np.clip(rng.normal(0, 10.0), -20.0, 20.0))
+    matrix = crop_matrix(FaceCropAugment(size).random_box(keypoints, rng), size, angle=angle)
+    image = tv_tensors.Image(crop_to_tensor(warp_face(gray, matrix, size)))
+    points = tv_tensors.KeyPoints(transform_points(keypoints, matrix), canvas_size=(size, size),
+                                  dtype=torch.float32)
+    image, points = RandomFlip(0.5)(image, points)
+    image = v2.ColorJitter(brightness=0.3, contrast=0.3)(image)
+    return image.as_subclass(torch.Tensor), normalize_keypoints(points.as_subclass(torch.Tensor), size)
+
+
+def seeded(augment, image, seed):
+    """augment(image) with NumPy and torch draws fixed by seed (the same draws for every image)."""
+    torch.manual_seed(seed)
+    return augment(image, POINTS, rng=np.random.default_rng(seed))
+
+
+def occluded_rectangle(seed, flip_p, size=112):
+    """Where FaceCropAugment(occlusion_p=1) puts its rectangle for these draws, as x0, y0, x1, y1
+    (exclusive): the pixels that differ from a black and from a white image (colour jitter off)."""
+    augment = FaceCropAugment(size, flip_p=flip_p, occlusion_p=1.0, brightness=0, contrast=0)
+    changed = np.zeros((size, size), bool)
+    for level in (0, 255):
+        crop, _ = seeded(augment, np.full(SHAPE, level, np.uint8), seed)
+        changed |= crop[0].numpy() != level / 255
+    ys, xs = np.nonzero(changed)
+    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    assert changed.sum() == (x1 - x0) * (y1 - y0), "the occluded pixels are not one filled rectangle"
+    return x0, y0, x1, y1
+
+
+@pytest.mark.parametrize("seed,flip_p", [(0, 0.0), (1, 1.0), (2, 0.0), (3, 1.0)])
+@pytest.mark.parametrize("group", PHOTO_GROUPS)
+def test_photo_groups_keep_marks_on_keypoints(group, seed, flip_p, marks):
+    size = 112
+    outputs = [seeded(FaceCropAugment(size, flip_p=flip_p, **{f"{group}_p": 1.0}), m, seed) for m in marks]
+    _, plain = seeded(FaceCropAugment(size, flip_p=flip_p), marks[0], seed)
+    assert all(torch.equal(k, plain) for _, k in outputs), "a pixel-only degradation moved the keypoints"
+    keypoints = denormalize_keypoints(plain.numpy(), size)[FLIP_PERMUTATION if flip_p else list(range(68))]
+    crops = [c for c, _ in outputs]
+    if group == "occlusion":  # the marks under the rectangle are hidden; all the others are found
+        x0, y0, x1, y1 = occluded_rectangle(seed, flip_p)
+        assert 0.05 * size ** 2 - size <= (x1 - x0) * (y1 - y0) <= 0.25 * size ** 2 + size
+        m = 4  # a dot cut by the rectangle's edge has a biased centroid
+        visible = [j for j, (x, y) in enumerate(keypoints)
+                   if not (x0 - m <= x < x1 + m and y0 - m <= y < y1 + m)]
+        assert len(visible) < 68, "the rectangle hides no mark: this seed tests nothing"
+        for j in visible:
+            crops[j] = crops[j].clone()
+            crops[j][0, y0:y1, x0:x1] = crops[j].median()
+        crops, keypoints = [crops[j] for j in visible], keypoints[visible]
+    assert check_marks(crops, keypoints, size=size) >= (20 if group == "occlusion" else 45)
+
+
+@pytest.mark.parametrize("group", PHOTO_GROUPS)
+def test_photo_group_changes_pixels_only_when_on(group):
+    gray = textured_image()
+    for seed in range(3):
+        torch.manual_seed(seed)
+        before = augment_before_photo_groups(gray, POINTS, np.random.default_rng(seed))
+        off = seeded(FaceCropAugment(112, **{f"{group}_p": 0.0}), gray, seed)
+        on = seeded(FaceCropAugment(112, **{f"{group}_p": 1.0}), gray, seed)
+        assert torch.equal(off[0], before[0]) and torch.equal(off[1], before[1])
+        assert torch.equal(on[1], before[1])
+        assert on[0].dtype == torch.float32 and 0 <= on[0].min() and on[0].max() <= 1
+        change = float((on[0] - before[0]).abs().mean()) * 255
+        assert change > 0.5, f"{group} at p=1 changed the crop by {change:.2f} grey levels on average"
+
+
+def test_default_augment_is_the_one_before_photo_groups():
+    """Same crops, keypoints and random stream as before the groups, with the global np.random
+    (as training draws) and with a Generator; the defaults and all groups at p=0 alike."""
+    gray = textured_image()
+    for augment in (FaceCropAugment(112), FaceCropAugment(112, **photo_options(0.0)),
+                    FaceCropAugment(112, **photo_options(1.0, groups=[]))):
+        for seed in range(3):
+            results = []
+            for run in (augment, lambda g, k, rng: augment_before_photo_groups(g, k, rng)):
+                np.random.seed(seed)
+                torch.manual_seed(seed)
+                generator = np.random.default_rng(seed)
+                samples = [run(gray, POINTS, rng=rng) for rng in (np.random, np.random, generator)]
+                results.append((samples, np.random.random(), generator.random(), torch.rand(())))
+            (got, *got_next), (want, *want_next) = results
+            for (image, points), (image_want, points_want) in zip(got, want, strict=True):
+                assert torch.equal(image, image_want) and torch.equal(points, points_want)
+            assert got_next == want_next, "the augmentation draws other random numbers than before"
+
+
+@pytest.mark.parametrize("group", PHOTO_GROUPS)
+def test_photo_group_is_applied_with_its_probability(group):
+    augment = FaceCropAugment(32, **{f"{group}_p": 0.3})
+    crop, rng = crop_to_tensor(textured_image((32, 32))), np.random.default_rng(0)
+    applied = sum(augment.photo_degrade(crop, rng) is not crop for _ in range(300))
+    assert 60 <= applied <= 120, f"{group} at p=0.3 applied {applied} times in 300"  # 90 +- 3.8 std
+
+
+def test_photo_options_and_bad_probabilities():
+    assert photo_options(0.5, ["blur"]) == {"blur_p": 0.15}
+    assert set(photo_options(1.0)) == {f"{g}_p" for g in PHOTO_GROUPS}
+    assert all(0 < p <= 1 for p in photo_options(1.0).values())
+    with pytest.raises(ValueError, match="blur_p"):
+        FaceCropAugment(112, blur_p=1.5)
+    evaluation = FaceCropAugment(112, train=False, **photo_options(1.0))  # never on the detector crop
+    for (image, points), (plain, plain_points) in zip(
+            [evaluation(m, POINTS) for m in marked_images()[:3]],
+            [FaceCropAugment(112, train=False)(m, POINTS) for m in marked_images()[:3]], strict=True):
+        assert torch.equal(image, plain) and torch.equal(points, plain_points)
 
 
 # ---------------------------------------------------------------------------------------------

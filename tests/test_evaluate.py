@@ -81,3 +81,172 @@ def test_no_face_found_is_said_in_words_without_warnings(tmp_path, capsys):
     out = capsys.readouterr().out
     assert m["found"] == 0 and "no face found in 2 labelled images" in out and "nan" not in out
     assert not (tmp_path / "ced.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Degraded copies (--degrade): each degradation on a synthetic RGB image with a white dot.
+
+DOT = (31.5, 51.5)  # (x, y) centre of the 4 x 4 white square, pixel centres at whole coordinates
+
+
+def dot_image(height=120, width=160, seed=0):
+    """RGB uint8: a reddish left half, a bluish right half, mild random texture, and a white
+    4 x 4 square centred on DOT; with 68 keypoints, point 0 on the dot."""
+    rng = np.random.default_rng(seed)
+    image = np.empty((height, width, 3), np.float64)
+    image[:, : width // 2] = (150, 60, 40)
+    image[:, width // 2:] = (40, 60, 150)
+    image += rng.uniform(-15, 15, image.shape)
+    x, y = int(DOT[0] - 1.5), int(DOT[1] - 1.5)
+    image[y:y + 4, x:x + 4] = 255
+    from conftest import face_keypoints
+    keypoints = face_keypoints(center=(width / 2, height / 2), scale=0.5)
+    keypoints[0] = DOT
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), keypoints
+
+
+def dot_centre(image, near, radius=8):
+    """(x, y) centre of the bright dot in the window of `radius` px about `near`: the centroid of
+    the gray levels above 160 (the textured background stays below)."""
+    gray = image.astype(np.float64) @ [0.299, 0.587, 0.114]
+    x0, y0 = int(round(near[0])) - radius, int(round(near[1])) - radius
+    window = np.clip(gray[y0:y0 + 2 * radius + 1, x0:x0 + 2 * radius + 1] - 160, 0, None)
+    ys, xs = np.mgrid[: window.shape[0], : window.shape[1]]
+    return np.array([(xs * window).sum() / window.sum() + x0, (ys * window).sum() / window.sum() + y0])
+
+
+def laplacian_variance(image):
+    import cv2
+    return cv2.Laplacian(image.astype(np.float64) @ [0.299, 0.587, 0.114], cv2.CV_64F).var()
+
+
+@pytest.mark.parametrize("name", sorted(evaluate.DEGRADATIONS))
+def test_every_degradation_keeps_uint8_rgb(name):
+    image, keypoints = dot_image()
+    out, points = evaluate.degraded(image.copy(), keypoints.copy(), name, index=3)
+    assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
+    assert points.shape == (68, 2)
+    half = out.shape[1] // 2  # channel order kept: the left half stays red, the right half blue
+    assert out[:, :half - 4, 0].mean() > out[:, :half - 4, 2].mean() + 20 * evaluate.DARK_GAIN
+    assert out[:, half + 4:, 2].mean() > out[:, half + 4:, 0].mean() + 20 * evaluate.DARK_GAIN
+
+
+def test_no_degradation_is_the_image_itself():
+    image, keypoints = dot_image()
+    out, points = evaluate.degraded(image, keypoints, None, index=0)
+    assert out is image and points is keypoints
+
+
+def test_half_halves_the_image_and_the_keypoints_onto_the_dot():
+    image, keypoints = dot_image()
+    small, points = evaluate.degraded(image, keypoints, "half", index=0)
+    assert small.shape == (60, 80, 3)
+    assert points == pytest.approx((keypoints + 0.5) / 2 - 0.5)
+    # the dot lands on the halved keypoint; plain x / 2 would be a quarter pixel off
+    assert dot_centre(small, points[0], radius=4) == pytest.approx(points[0], abs=0.05)
+    assert dot_centre(image, DOT) == pytest.approx(DOT, abs=0.05)
+
+
+def test_half_of_an_odd_size_still_maps_the_dot():
+    image, keypoints = dot_image(height=121, width=163)
+    small, points = evaluate.degraded(image, keypoints, "half", index=0)
+    assert abs(small.shape[0] - 60.5) <= 0.5 and abs(small.shape[1] - 81.5) <= 0.5
+    assert dot_centre(small, points[0], radius=4) == pytest.approx(points[0], abs=0.05)
+
+
+def test_blur_removes_fine_detail_but_keeps_the_mean_and_the_keypoints():
+    image, keypoints = dot_image()
+    out, points = evaluate.degraded(image, keypoints, "blur", index=0)
+    assert laplacian_variance(out) < 0.1 * laplacian_variance(image)
+    assert out.mean() == pytest.approx(image.mean(), abs=1.0)
+    assert (points == keypoints).all()
+
+
+def test_dark_scales_the_mean_and_is_repeatable_per_index():
+    image, keypoints = dot_image()
+    out, points = evaluate.degraded(image, keypoints, "dark", index=5)
+    assert out.mean() == pytest.approx(evaluate.DARK_GAIN * image.mean(), rel=0.02)
+    noise = out.astype(np.float64) - evaluate.DARK_GAIN * image
+    assert noise.std() == pytest.approx(evaluate.DARK_NOISE, rel=0.1)  # rounding adds a little
+    assert (out == evaluate.degraded(image, keypoints, "dark", index=5)[0]).all()
+    assert (out != evaluate.degraded(image, keypoints, "dark", index=6)[0]).any()
+    assert (points == keypoints).all()
+
+
+def test_jpeg_changes_the_pixels_but_not_the_dot():
+    image, keypoints = dot_image()
+    out, points = evaluate.degraded(image, keypoints, "jpeg", index=0)
+    assert np.abs(out.astype(int) - image).mean() > 3  # quality 10: visibly different
+    assert dot_centre(out, DOT) == pytest.approx(DOT, abs=1.0)
+    assert (points == keypoints).all()
+
+
+def test_unknown_degradation_is_refused():
+    image, keypoints = dot_image()
+    with pytest.raises(ValueError, match="sepia"):
+        evaluate.degraded(image, keypoints, "sepia", index=0)
+
+
+def test_unknown_degrade_option_is_a_one_line_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--degrade", "sepia"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert len(err.strip().splitlines()) == 1 and "--degrade" in err and "sepia" in err
+
+
+def test_help_states_the_degradation_parameters(capsys):
+    with pytest.raises(SystemExit):
+        evaluate.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
+    for name, note in evaluate.DEGRADATION_NOTES.items():
+        assert f"{name}: {note}" in out
+    assert "sigma 2 px" in out and "JPEG quality 10" in out and "x0.3" in out
+
+
+class RecordingDetector:
+    """Stands in for KeypointDetector in predict_dataset: keeps the images it is given and
+    predicts the box's centre for every point."""
+
+    def __init__(self):
+        self.images = []
+
+    def keypoints_for_boxes(self, image, boxes, angles, first=None):
+        self.images.append(image)
+        x, y, w, h = boxes[0]
+        return np.full((1, 68, 2), [x + w / 2, y + h / 2])
+
+
+def test_predict_dataset_rotates_then_degrades_each_image(tiny_dataset):
+    import os
+
+    from media import load_image, to_gray
+
+    folder, _ = tiny_dataset
+    csv_file, images = os.path.join(folder, "test_frames_keypoints.csv"), os.path.join(folder, "test")
+    plain, turned = RecordingDetector(), RecordingDetector()
+    _, gt, _ = evaluate.predict_dataset(plain, csv_file, images, "labelled-box", progress=False)
+    _, gt_turned, _ = evaluate.predict_dataset(turned, csv_file, images, "labelled-box", progress=False,
+                                               rotate=30, degrade="half")
+    frame = evaluate.read_keypoints_csv(csv_file, images)
+    for i, name in enumerate(frame.iloc[:, 0]):
+        rgb = load_image(os.path.join(images, name))
+        expected, points = evaluate.degraded(*evaluate.rotated(rgb, gt[i], 30), "half", i)
+        assert plain.images[i].shape == rgb.shape[:2]  # gray, full size, without a degradation
+        assert (turned.images[i] == to_gray(expected)).all()
+        assert gt_turned[i] == pytest.approx(points)
+
+
+def test_report_line_names_rotation_and_degradation(tmp_path, capsys):
+    """The blank images of the no-face test: the summary line says what was done to them."""
+    import cv2
+    from conftest import face_keypoints
+
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "blank.png"), np.full((160, 160), 128, np.uint8))
+    points = face_keypoints(center=(80, 80), scale=0.8).ravel()
+    (tmp_path / "blank.csv").write_text("blank.png," + ",".join(f"{v:.1f}" for v in points) + "\n")
+    evaluate.main(["--csv", str(tmp_path / "blank.csv"), "--images", str(tmp_path / "images"),
+                   "--rotate", "10", "--degrade", "dark"])
+    out = capsys.readouterr().out
+    assert f"pipeline, rotated 10 degrees, dark ({evaluate.DEGRADATION_NOTES['dark']}): no face found" in out

@@ -96,7 +96,7 @@ def test_a_checkpoint_from_before_the_split_resumes_as_a_run_on_everyone(data_wi
     root, _ = data_with_unseen_people
     out = str(tmp_path / "m.pt")
     common = ["--data", str(root), "--out", out, "--batch-size", "4", "--no-progress", "--widths",
-              "4,4,8,8,8", "--hidden", "8", "--input-size", "32", "--val-fraction", "0.25"]
+              "4,4,8,8,8", "--input-size", "32", "--val-fraction", "0.25"]
     train.main([*common, "--epochs", "1", "--unseen"])
     ckpt = torch.load(out + ".ckpt", weights_only=True)
     del ckpt["run_options"]["unseen"]  # as train.py wrote checkpoints before the split

@@ -12,8 +12,8 @@ import torch
 from conftest import write_training_split
 
 import train
-from data_load import FaceCropAugment
-from models import ModelFileError, Net, build_model, inference_copy, load_model, save_model
+from data_load import PHOTO_GROUPS, FaceCropAugment
+from models import ModelFileError, Net, build_model, heatmap_targets, inference_copy, load_model, save_model
 
 
 def make_dataset(root, n_images=12, people=6, size=96, seed=0):
@@ -75,7 +75,7 @@ def test_training_run_writes_checkpoint_and_resume_continues_from_same_step(tiny
 
 
 def test_interrupted_and_resumed_run_ends_as_the_uninterrupted_one(tiny_data, tmp_path, monkeypatch, capsys):
-    common = ["--data", str(tiny_data), "--input-size", "32", "--widths", "4,4,4,4,4", "--hidden", "8",
+    common = ["--data", str(tiny_data), "--input-size", "32", "--widths", "4,4,4,4,4",
               "--batch-size", "4", "--epochs", "3", "--val-fraction", "0.34", "--no-progress"]
     whole, part = str(tmp_path / "whole.pt"), str(tmp_path / "part.pt")
     expected = train.main(common + ["--out", whole])
@@ -116,14 +116,40 @@ def test_shape_and_augment_options_reach_the_saved_model(tiny_data, tmp_path):
     out = str(tmp_path / "small.pt")
     args = ["--data", str(tiny_data), "--input-size", "48", "--batch-size", "4", "--epochs", "1",
             "--max-steps", "1", "--val-fraction", "0", "--widths", "8,8,16,16,32", "--hidden", "24",
-            "--rotation", "5", "--out", out, "--no-progress"]
+            "--head", "regression", "--rotation", "5", "--out", out, "--no-progress"]
     train.main(args)
     model, meta = load_model(out)
-    assert meta["model_options"] == {"widths": [8, 8, 16, 16, 32], "hidden": 24}
+    assert meta["model_options"] == {"widths": [8, 8, 16, 16, 32], "hidden": 24, "head": "regression"}
     assert model.features[0].weight.shape[0] == 8
     assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in Net(48).parameters())
     train_set, _ = train.build_datasets(train.parse_args(args))
     assert train_set.transform.rotation == 5.0
+
+
+def test_photo_augment_is_checked_and_reaches_the_training_set_only(tiny_data, tmp_path, capsys):
+    for bad in (["--photo-augment", "1.5"], ["--photo-augment", "-0.1"], ["--photo-augment", "nan"],
+                ["--photo-augment", "strong"], ["--photo-groups", "blur,fog"]):
+        with pytest.raises(SystemExit) as exit_info:
+            train.parse_args(bad)
+        message = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message.count("\n") == 1, message
+        assert message.startswith(f"train.py: argument {bad[0]}: {bad[1]!r} is not"), message
+
+    common = ["--data", str(tiny_data), "--val-fraction", "0.34"]
+    train_set, val_set = train.build_datasets(train.parse_args(common + ["--photo-augment", "0.5",
+                                                                          "--photo-groups", "noise,blur"]))
+    assert train_set.transform.photo_p == pytest.approx({**dict.fromkeys(PHOTO_GROUPS, 0.0),
+                                                         "blur": 0.15, "noise": 0.15})
+    assert not val_set.transform.train and set(val_set.transform.photo_p.values()) == {0.0}
+    default_set, _ = train.build_datasets(train.parse_args(common))
+    assert set(default_set.transform.photo_p.values()) == {0.0}
+
+    # A checkpoint written before these options continues as a run without them.
+    old = {name: train.DEFAULTS[name] for name in train.RUN_OPTIONS if not name.startswith("photo_")}
+    torch.save({**dict.fromkeys(train.CHECKPOINT_KEYS, 0), "run_options": old}, tmp_path / "old.ckpt")
+    saved = train.read_checkpoint(str(tmp_path / "old.ckpt"))["run_options"]
+    assert saved["photo_augment"] == 0.0 and saved["photo_groups"] == list(PHOTO_GROUPS)
+    assert train.parse_args([]).photo_groups == saved["photo_groups"]  # = the default: resumes
 
 
 def test_init_fine_tunes_a_saved_model_and_keeps_its_architecture(tiny_data, tmp_path):
@@ -241,3 +267,60 @@ def test_shipped_model_loads_and_predicts_inside_the_crop(dataset_dir):
         assert torch.isfinite(pred).all() and pred.abs().max() < 1.0
         # a trained model lands near the labels (NME-scale check, loose so a better model passes too)
         assert (pred - target).norm(dim=1).mean() < 0.2
+
+
+def perfect_maps(keypoints, size=112, grid=7):
+    """Heatmap-head maps that decode exactly to `keypoints` ((N, 68, 2), normalised)."""
+    cell, dx, dy = heatmap_targets(keypoints, size, grid)
+    maps = torch.zeros(len(keypoints), 3, 68, grid * grid)
+    maps[:, 0].scatter_(2, cell[..., None], 1.0)
+    maps[:, 1], maps[:, 2] = dx[..., None], dy[..., None]  # the same offset in every cell
+    return maps.view(len(keypoints), -1, grid, grid)
+
+
+def test_pip_loss_is_zero_for_perfect_maps_and_grows_with_error():
+    torch.manual_seed(0)
+    target = torch.rand(2, 68, 2) * 1.6 - 0.8
+    maps = perfect_maps(target)
+    assert train.keypoint_loss("pip", maps, target, 112).item() == pytest.approx(0, abs=1e-6)
+    # An offset 0.1 cell off in x for every keypoint: L1 0.1; a score of 0.5 in a wrong cell
+    # for every keypoint: 10 x mean squared error 0.25 / 49.
+    loss = lambda m: train.keypoint_loss("pip", m.view_as(maps), target, 112).item()  # noqa: E731
+    shifted = maps.clone().view(2, 3, 68, 49)
+    shifted[:, 1] += 0.1
+    assert loss(shifted) == pytest.approx(0.1, abs=1e-5)
+    wrong = maps.clone().view(2, 3, 68, 49)
+    cell = heatmap_targets(target, 112, 7)[0]
+    wrong[:, 0].scatter_(2, ((cell + 1) % 49)[..., None], 0.5)
+    assert loss(wrong) == pytest.approx(10 * 0.25 / 49)
+
+
+def test_heatmap_head_trains_saves_and_predicts_coordinates(tiny_data, tmp_path):
+    out = str(tmp_path / "heat.pt")
+    common = ["--data", str(tiny_data), "--input-size", "48", "--batch-size", "4", "--epochs", "1",
+              "--max-steps", "2", "--val-fraction", "0.34", "--widths", "4,4,8,8,8", "--no-progress"]
+    history = train.main(common + ["--head", "heatmap", "--out", out])
+    assert np.isfinite(history[-1]["loss"]) and np.isfinite(history[-1]["val_nme"])
+    model, meta = load_model(out)
+    assert meta["model_options"] == {"widths": [4, 4, 8, 8, 8], "head": "heatmap"}
+    assert "--head heatmap" in meta["command"]
+    assert torch.load(out + ".ckpt", weights_only=True)["run_options"]["loss"] == "pip"  # its own loss
+    assert model(torch.zeros(1, 1, 48, 48)).shape == (1, 136)
+    with pytest.raises(SystemExit) as exit_info:                     # a loss that does not fit
+        train.main(common + ["--head", "heatmap", "--loss", "wing", "--out", str(tmp_path / "x.pt")])
+    assert "--loss wing does not fit the heatmap head" in str(exit_info.value)
+
+
+def test_net_trains_with_the_integral_head_unless_told(tiny_data, tmp_path):
+    common = ["--data", str(tiny_data), "--input-size", "48", "--batch-size", "4", "--epochs", "1",
+              "--max-steps", "1", "--val-fraction", "0", "--widths", "4,4,8,8,8", "--no-progress"]
+    train.main(common + ["--out", str(tmp_path / "default.pt")])
+    model, meta = load_model(str(tmp_path / "default.pt"))
+    assert meta["model_options"]["head"] == train.NET_HEAD == "integral" and model.head_type == "integral"
+    assert torch.load(str(tmp_path / "default.pt.ckpt"), weights_only=True)["run_options"]["loss"] == "wing"
+    with pytest.raises(SystemExit) as exit_info:                     # options of another head
+        train.main(common + ["--hidden", "16", "--out", str(tmp_path / "x.pt")])
+    assert "add --head regression" in str(exit_info.value) and "\n" not in str(exit_info.value)
+    naimish = [a for a in common if a not in ("--widths", "4,4,8,8,8")]
+    train.main(naimish + ["--arch", "naimishnet", "--out", str(tmp_path / "naimish.pt")])  # no head option
+    assert "head" not in load_model(str(tmp_path / "naimish.pt"))[1]["model_options"]
