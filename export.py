@@ -19,10 +19,10 @@ status is 1. Exporter: torch.onnx.export with dynamo=True (PyTorch's default, ne
 The int8 copy (<out>.int8.onnx, what detect.py's "auto" backend runs) is onnxruntime's static
 quantization of the checked float model: weights int8 per channel, activations uint8 with ranges
 calibrated on CALIBRATION_CROPS augmented training crops. The first convolution (one gray input
-channel) and the two fully connected layers stay float: quantizing them costs accuracy, and
-little time is spent there. It replaces the old copy only if its NME on the check crops is
-within INT8_TOLERANCE points of the float model's (the calibration needs the dataset; without it
-no int8 copy is written).
+channel) and the output layers (the two fully connected ones, or a map head's 1x1 convolution)
+stay float: quantizing them costs accuracy, and little time is spent there. It replaces the old
+copy only if its NME on the check crops is within INT8_TOLERANCE points of the float model's (the
+calibration needs the dataset; without it no int8 copy is written).
 """
 
 import json
@@ -105,17 +105,23 @@ def int8_path(onnx_path):
     return os.path.splitext(onnx_path)[0] + ".int8.onnx"
 
 
+def float_layers(nodes):
+    """The names of the ONNX nodes int8 leaves float: the first convolution and the output layers,
+    the fully-connected ones (Gemm) of the regression head or the map heads' last convolution,
+    whose offsets are fractions of a 16-pixel cell. Chosen by op type: the exporter names the
+    Gemm nodes "node_linear...", not after their op."""
+    convs = [node.name for node in nodes if node.op_type == "Conv"]
+    gemms = [node.name for node in nodes if node.op_type == "Gemm"]
+    return convs[:1] + (gemms or convs[-1:])
+
+
 def quantize_int8(float_path, path, calibration):
     """onnxruntime's static int8 quantization of the float model at float_path, written to path;
     activation ranges from the calibration crops ((N, 1, S, S) float32)."""
     import onnx
     from onnxruntime import quantization as q
 
-    names = [node.name for node in onnx.load(float_path).graph.node if node.op_type in ("Conv", "Gemm")]
-    # The first convolution and the output layers stay float: the fully-connected ones (Gemm) of
-    # the regression head, or the heatmap head's last convolution, whose offsets are fractions of
-    # a 16-pixel cell.
-    keep_float = names[:1] + ([name for name in names if "Gemm" in name] or names[-1:])
+    keep_float = float_layers(onnx.load(float_path).graph.node)
 
     class Crops(q.CalibrationDataReader):
         def __init__(self):

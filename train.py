@@ -392,7 +392,7 @@ def read_checkpoint(path, mmap=False):
         ckpt["run_options"].setdefault("unseen", True)          # split trained on everyone
         ckpt["run_options"].setdefault("photo_augment", 0.0)    # or before --photo-augment
         ckpt["run_options"].setdefault("photo_groups", list(PHOTO_GROUPS))
-        ckpt["run_options"].setdefault("head", None)             # or before --head
+        ckpt["run_options"].setdefault("head", None)             # or before --head (set on resume)
     if missing or not set(RUN_OPTIONS) <= set(ckpt["run_options"]):
         raise TrainingError(f"{path}: not a checkpoint of this train.py (no "
                             f"{', '.join(missing) or 'options'}); delete it, or pick another --checkpoint")
@@ -484,7 +484,12 @@ def initial_model(args):
         model, init_meta = load_model(args.init)
         args.arch, args.input_size = init_meta["arch"], init_meta["input_size"]
         model_options = init_meta.get("model_options", {})
+        if args.head and args.head != getattr(model, "head_type", None):
+            raise TrainingError(f"--head {args.head}: {args.init} has the "
+                                f"{getattr(model, 'head_type', args.arch)} head, which --init keeps")
     else:
+        if args.head and args.arch != "net":
+            raise TrainingError(f"--head {args.head}: only --arch net has a choice of heads")
         head = args.head or (NET_HEAD if args.arch == "net" else None)
         if head not in (None, "regression") and (args.hidden is not None or args.dropout is not None):
             raise TrainingError(f"--hidden and --dropout size the fully-connected layers of the regression "
@@ -601,6 +606,8 @@ def start_run(args, rank, world_size, device):
     seed_all(args.seed + rank)
     model, model_options, commands = starting_model(args, ckpt)
     model = model.to(device)
+    # The head and loss the run has in fact (a default or --init head, a loss that follows it).
+    run_options["head"] = args.head = getattr(model, "head_type", None)
     run_options["loss"] = args.loss = loss_for_head(args, getattr(model, "head_type", "regression"))
 
     started = time.time()

@@ -171,3 +171,32 @@ def test_evaluate_gives_the_same_predictions_on_both_backends(tiny_dataset):
                                           progress=False, backend=backend) for backend in ("torch", "onnx")}
     assert np.isfinite(results["onnx"]["pred"]).all()
     np.testing.assert_allclose(results["onnx"]["pred"], results["torch"]["pred"], atol=0.05)
+
+
+@pytest.mark.parametrize("head", ["integral", "heatmap"])
+def test_map_heads_export_and_keep_their_output_layer_float(tmp_path, monkeypatch, head):
+    """The map heads' decoding (softmax, or argmax and gather) exports, takes any batch size and
+    matches PyTorch; int8 would leave the first and the head's convolution float."""
+    import onnx
+    torch.manual_seed(0)
+    options = {"widths": [4, 8, 8, 16, 16], "head": head}
+    meta = {"arch": "net", "input_size": 48, "model_options": options, "crop_margin": 1.3,
+            "crop_shift": 0.1, "pixel_scale": "gray / 255", "val_nme": None}
+    pt, onnx_path = str(tmp_path / "map.pt"), str(tmp_path / "map.onnx")
+    save_model(Net(48, **options), pt, meta)
+    monkeypatch.setenv("FKP_DATA", str(tmp_path / "nowhere"))
+    assert export.main(["--model", pt, "--out", onnx_path, "--crops", "6"]) <= export.TOLERANCE
+    onnx_model, torch_model = backends.OnnxModel(onnx_path, threads=1), backends.TorchModel.load(pt)
+    crops = np.random.default_rng(2).random((5, 1, 48, 48), dtype=np.float32)
+    for batch in (crops[:1], crops):
+        np.testing.assert_allclose(onnx_model(batch), torch_model(batch), atol=export.TOLERANCE)
+    nodes = onnx.load(onnx_path).graph.node
+    convs = [node.name for node in nodes if node.op_type == "Conv"]
+    assert export.float_layers(nodes) == [convs[0], convs[-1]]
+
+
+def test_regression_head_keeps_its_fully_connected_layers_float(small_model):
+    import onnx
+    nodes = onnx.load(small_model[1]).graph.node
+    by_name = {node.name: node.op_type for node in nodes}
+    assert [by_name[name] for name in export.float_layers(nodes)] == ["Conv", "Gemm", "Gemm"]

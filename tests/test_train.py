@@ -317,7 +317,14 @@ def test_net_trains_with_the_integral_head_unless_told(tiny_data, tmp_path):
     train.main(common + ["--out", str(tmp_path / "default.pt")])
     model, meta = load_model(str(tmp_path / "default.pt"))
     assert meta["model_options"]["head"] == train.NET_HEAD == "integral" and model.head_type == "integral"
-    assert torch.load(str(tmp_path / "default.pt.ckpt"), weights_only=True)["run_options"]["loss"] == "wing"
+    run_options = torch.load(str(tmp_path / "default.pt.ckpt"), weights_only=True)["run_options"]
+    assert run_options["loss"] == "wing" and run_options["head"] == "integral"  # what the run had
+    default = str(tmp_path / "default.pt")
+    for wrong, message in ((["--init", default, "--head", "heatmap"], "which --init keeps"),
+                           (["--arch", "naimishnet", "--head", "regression"], "only --arch net")):
+        with pytest.raises(SystemExit) as exit_info:
+            train.main(common + wrong + ["--out", str(tmp_path / "y.pt")])
+        assert message in str(exit_info.value)
     with pytest.raises(SystemExit) as exit_info:                     # options of another head
         train.main(common + ["--hidden", "16", "--out", str(tmp_path / "x.pt")])
     assert "add --head regression" in str(exit_info.value) and "\n" not in str(exit_info.value)
