@@ -607,8 +607,8 @@ def start_run(args, rank, world_size, device):
     model, model_options, commands = starting_model(args, ckpt)
     model = model.to(device)
     # The head and loss the run has in fact (a default or --init head, a loss that follows it).
-    run_options["head"] = args.head = getattr(model, "head_type", None)
-    run_options["loss"] = args.loss = loss_for_head(args, getattr(model, "head_type", "regression"))
+    run_options["head"] = args.head = getattr(model, "head_type", None)  # NaimishNet: one head
+    run_options["loss"] = args.loss = loss_for_head(args, args.head or "regression")
 
     started = time.time()
     train_set, val_set = build_datasets(args, progress=args.progress and rank == 0)
