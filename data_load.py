@@ -1,11 +1,14 @@
 """The course's dataset and transforms, and the augmentation that trains the shipped network.
 
 `FacialKeypointsDataset` and its transforms (`Rescale`, `RandomCrop`, `Normalize`, `ToTensor`) are
-called exactly as the course does. `CachedFaceDataset` and `FaceCropAugment` are what train.py
-uses: each image is decoded once, and each sample is one affine warp of a jittered detector-like
-box (crop, rotation, scale and shift in a single resampling). Detection gives the Haar box to the
-very same crop (face_crop.crop_matrix), so the network sees at test time the crops it was trained
-on. Optionally (`photo_options`, train.py --photo-augment) the crop is also degraded the way real
+called exactly as the course does; `Grayscale` and `FaceCrop` are course-style transforms too
+(sample dict in, sample dict out) around the face crop that training uses, so Notebook 2 trains
+with `FacialKeypointsDataset(..., transform=Compose([Grayscale(), FaceCrop(112)]))` on exactly the
+samples of train.py. `CachedFaceDataset` and `FaceCropAugment` are what train.py uses: each image
+is decoded once, and each sample is one affine warp of a jittered detector-like box (crop,
+rotation, scale and shift in a single resampling). Detection gives the Haar box to the very same
+crop (face_crop.crop_matrix), so the network sees at test time the crops it was trained on.
+Optionally (`photo_options`, train.py --photo-augment) the crop is also degraded the way real
 photos are: low resolution, blur, harsh lighting, sensor noise, JPEG, occlusion. Files are read by
 media.py, crop geometry lives in face_crop.py.
 """
@@ -145,6 +148,16 @@ class ToTensor(object):
         # swap color axis because numpy image: H x W x C, torch image: C X H X W
         image = image.transpose((2, 0, 1))
         return {'image': torch.from_numpy(image), 'keypoints': torch.from_numpy(key_pts)}
+
+
+class Grayscale(object):
+    """Convert the image of a sample to one gray channel (uint8), as the network sees faces."""
+
+    def __repr__(self):
+        return "Grayscale()"
+
+    def __call__(self, sample):
+        return {'image': to_gray(sample['image']), 'keypoints': sample['keypoints']}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,6 +340,32 @@ class FaceCropAugment:
         image = self.color(image)
         return image.as_subclass(torch.Tensor), normalize_keypoints(points.as_subclass(torch.Tensor),
                                                                     self.size)
+
+
+class FaceCrop(object):
+    """FaceCropAugment as a course-style transform: a sample with a gray uint8 image (Grayscale
+    first) and its (68, 2) keypoints in image pixels in; the 1 x size x size float crop in [0, 1]
+    and the keypoints normalised to [-1, 1] out, both tensors (so no ToTensor after it).
+
+    `train` and `augment_options` are FaceCropAugment's: with train=True a jittered detector-like
+    box, rotation, flip and brightness/contrast jitter, drawn from the global NumPy and torch
+    generators exactly as CachedFaceDataset draws them; with train=False the plain crop around
+    the box the Haar detector typically draws around the labelled points (keypoints_to_box).
+    """
+
+    def __init__(self, size, train=True, **augment_options):
+        self.options = dict(size=size, train=train, **augment_options)
+        self.augment = FaceCropAugment(size, train=train, **augment_options)
+
+    def __repr__(self):  # what a printed Compose shows
+        return f"FaceCrop({', '.join(f'{k}={v!r}' for k, v in self.options.items())})"
+
+    def __call__(self, sample):
+        image = sample['image']
+        if image.ndim != 2:
+            raise ValueError(f"FaceCrop takes a gray image, not {image.shape}: put Grayscale() before it")
+        crop, key_pts = self.augment(image, sample['keypoints'])
+        return {'image': crop, 'keypoints': key_pts}
 
 
 class CachedFaceDataset(Dataset):

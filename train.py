@@ -252,6 +252,22 @@ def keypoint_loss(name, output, target, input_size):
     raise ValueError(f"unknown loss {name!r}; choose {', '.join(LOSSES)}")
 
 
+class KeypointLoss(torch.nn.Module):
+    """keypoint_loss as a course-style criterion, `loss = criterion(output, targets)` (Notebook 2)."""
+
+    def __init__(self, name, input_size):
+        super().__init__()
+        if name not in LOSSES:
+            raise ValueError(f"unknown loss {name!r}; choose {', '.join(LOSSES)}")
+        self.name, self.input_size = name, input_size
+
+    def forward(self, output, target):
+        return keypoint_loss(self.name, output, target, self.input_size)
+
+    def extra_repr(self):
+        return f"{self.name!r}, input_size={self.input_size}"
+
+
 def split_by_person(csv_file, val_fraction, seed, limit=0, exclude=()):
     """Train/validation row indices, holding out whole people so validation is on unseen faces;
     the people in `exclude` (the unseen-people split) are in neither."""
@@ -267,11 +283,18 @@ def split_by_person(csv_file, val_fraction, seed, limit=0, exclude=()):
     return train, val
 
 
+def split_rows(args):
+    """The run's (training, validation) rows of the training CSV: --limit, --val-fraction and the
+    unseen people (left out unless --unseen) applied. Notebook 2 builds its datasets from them."""
+    csv_file = os.path.join(args.data, "training_frames_keypoints.csv")
+    exclude = () if args.unseen else unseen_people()
+    return split_by_person(csv_file, args.val_fraction, args.seed, args.limit, exclude)
+
+
 def build_datasets(args, progress=False):
     csv_file = os.path.join(args.data, "training_frames_keypoints.csv")
     images = os.path.join(args.data, "training")
-    exclude = () if args.unseen else unseen_people()
-    train_idx, val_idx = split_by_person(csv_file, args.val_fraction, args.seed, args.limit, exclude)
+    train_idx, val_idx = split_rows(args)
     train_set = CachedFaceDataset(csv_file, images, args.input_size, train=args.augment,
                                   indices=train_idx, progress=progress, rotation=args.rotation,
                                   **photo_options(args.photo_augment, args.photo_groups))
@@ -280,12 +303,19 @@ def build_datasets(args, progress=False):
     return train_set, val_set
 
 
+def as_pair(batch):
+    """(images, keypoints) of a DataLoader batch: train.py's datasets give pairs, the course's
+    FacialKeypointsDataset gives dicts."""
+    return (batch["image"], batch["keypoints"]) if isinstance(batch, dict) else batch
+
+
 @torch.no_grad()
 def validation_nme(model, val_set, batch_size=256, device="cpu"):
     """Mean NME (%) on the validation crops (NME is scale-free, so crop coordinates do)."""
     model.eval()
     errors = []
-    for images, targets in DataLoader(val_set, batch_size=batch_size):
+    for batch in DataLoader(val_set, batch_size=batch_size):
+        images, targets = as_pair(batch)
         pred = model(images.to(device)).view(-1, 68, 2).cpu()
         errors.append(nme_per_face(pred.numpy(), targets.numpy()))
     model.train()
@@ -298,6 +328,15 @@ def lr_at(step, total_steps, warmup_steps, base_lr):
         return base_lr * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def schedule(epochs, steps_per_epoch, max_steps=0, warmup_epochs=1):
+    """(total_steps, warmup_steps) of a run: `epochs` of steps_per_epoch, cut at max_steps (0: no
+    cut), the first warmup_epochs of them warming up (lr_at). Notebook 2's train_net uses it too."""
+    total_steps = epochs * steps_per_epoch
+    if max_steps:
+        total_steps = min(total_steps, max_steps)
+    return total_steps, warmup_epochs * steps_per_epoch
 
 
 def pick_device(name):
@@ -575,10 +614,16 @@ def loss_for_head(args, head):
     return "pip" if head == "heatmap" else "wing"
 
 
+def epoch_sampler(dataset, seed, rank=0, world_size=1):
+    """The run's shuffle: this process's share of a permutation drawn from `seed` and the epoch
+    (call set_epoch before each), independent of the global generators that augmentation uses."""
+    return DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
+                              drop_last=True)
+
+
 def training_loader(args, train_set, rank, world_size):
     """(sampler, loader): this process's share of each epoch's shuffled batches."""
-    sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True,
-                                 seed=args.seed, drop_last=True)
+    sampler = epoch_sampler(train_set, args.seed, rank, world_size)
     loader = DataLoader(train_set, batch_size=args.batch_size // world_size, sampler=sampler, drop_last=True,
                         num_workers=args.workers, persistent_workers=args.workers > 0)
     if len(loader) == 0:
@@ -613,14 +658,12 @@ def start_run(args, rank, world_size, device):
     started = time.time()
     train_set, val_set = build_datasets(args, progress=args.progress and rank == 0)
     sampler, loader = training_loader(args, train_set, rank, world_size)
-    total_steps = args.epochs * len(loader)
-    if args.max_steps:
-        total_steps = min(total_steps, args.max_steps)
+    total_steps, warmup_steps = schedule(args.epochs, len(loader), args.max_steps, args.warmup_epochs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
     run = Run(args=args, rank=rank, world_size=world_size, device=device, model=model, ddp_model=ddp_model,
               optimizer=optimizer, sampler=sampler, loader=loader, val_set=val_set, total_steps=total_steps,
-              warmup_steps=args.warmup_epochs * len(loader), run_options=run_options,
+              warmup_steps=warmup_steps, run_options=run_options,
               model_options=model_options, command_history=commands, started=started)
     if ckpt:
         restore_progress(run, ckpt)
@@ -652,10 +695,14 @@ def restore_progress(run, ckpt):
         print(f"resumed from {run.args.checkpoint}: epoch {run.epoch}, step {run.step}")
 
 
-def train_step(model, optimizer, images, targets, loss_name, input_size, device="cpu"):
-    """One optimisation step on a batch (images channels_last, like the model); returns the loss."""
+def train_step(model, optimizer, images, targets, criterion, input_size=None, device="cpu"):
+    """One optimisation step on a batch (images channels_last, like the model); returns the loss.
+    `criterion(output, targets)` is the loss (a KeypointLoss, Notebook 2's), or a name of LOSSES
+    that KeypointLoss(criterion, input_size) stands for (train_epoch's)."""
+    if isinstance(criterion, str):
+        criterion = KeypointLoss(criterion, input_size)
     output = model(images.to(device, memory_format=torch.channels_last))
-    loss = keypoint_loss(loss_name, output, targets.to(device), input_size)
+    loss = criterion(output, targets.to(device))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -719,6 +766,20 @@ def end_epoch(run, loss, lr, started):
           f"{run.history[-1]['seconds']:.1f}s", flush=True)  # printed once the checkpoint holds it
 
 
+def model_meta(args, model_options, steps, val_nme, train_seconds, command_history, world_size=1,
+               device="cpu"):
+    """What a saved model carries besides its weights (models.save_model): the network, the crop
+    it was trained on, how it was trained. Notebook 2 saves its model with it too."""
+    return dict(arch=args.arch, input_size=args.input_size, model_options=model_options,
+                crop_margin=CROP_MARGIN,
+                crop_shift=CROP_SHIFT, grayscale=True, pixel_scale="gray / 255",
+                keypoint_norm="(p - (input_size - 1) / 2) / ((input_size - 1) / 2), crop pixels",
+                epochs=args.epochs, steps=steps, train_seconds=round(train_seconds, 1),
+                val_nme=val_nme, command=args.command, command_history=command_history,
+                world_size=world_size, device=str(device), torch=str(torch.__version__),
+                created=time.strftime("%Y-%m-%d %H:%M:%S"))
+
+
 def finish(run):
     """Rank 0 saves the final model (whose weights and validation NME end_epoch has checked) with
     its metadata, and the curves; then the processes part."""
@@ -726,15 +787,9 @@ def finish(run):
     if run.master:
         train_seconds = time.time() - run.started
         history = run.history
-        meta = dict(arch=args.arch, input_size=args.input_size, model_options=run.model_options,
-                    crop_margin=CROP_MARGIN,
-                    crop_shift=CROP_SHIFT, grayscale=True, pixel_scale="gray / 255",
-                    keypoint_norm="(p - (input_size - 1) / 2) / ((input_size - 1) / 2), crop pixels",
-                    epochs=args.epochs, steps=run.step, train_seconds=round(train_seconds, 1),
-                    val_nme=history[-1]["val_nme"] if history and run.val_set else None,
-                    command=args.command, command_history=run.command_history,
-                    world_size=run.world_size, device=str(run.device), torch=str(torch.__version__),
-                    created=time.strftime("%Y-%m-%d %H:%M:%S"))
+        val_nme = history[-1]["val_nme"] if history and run.val_set else None
+        meta = model_meta(args, run.model_options, run.step, val_nme, train_seconds, run.command_history,
+                          run.world_size, run.device)
         save_model(run.model.cpu(), args.out, meta)
         if history:
             plot_curves(history, os.path.splitext(args.out)[0] + "_curves.png")

@@ -1,6 +1,7 @@
 """Training: the network can learn, checkpoints resume where they stopped, saved models check out."""
 
 import copy
+import json
 import os
 import shlex
 
@@ -331,3 +332,42 @@ def test_net_trains_with_the_integral_head_unless_told(tiny_data, tmp_path):
     naimish = [a for a in common if a not in ("--widths", "4,4,8,8,8")]
     train.main(naimish + ["--arch", "naimishnet", "--out", str(tmp_path / "naimish.pt")])  # no head option
     assert "head" not in load_model(str(tmp_path / "naimish.pt"))[1]["model_options"]
+
+
+NOTEBOOK_2 = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "2. Define the Network Architecture.ipynb")
+
+
+def notebook_cells(path, tag):
+    """The sources of a notebook's code cells that carry `tag` in their metadata, in order."""
+    with open(path) as f:
+        cells = json.load(f)["cells"]
+    return ["".join(c["source"]) for c in cells if tag in c["metadata"].get("tags", [])]
+
+
+def test_notebook_2_trains_the_weights_of_train_py(tiny_data, tmp_path):
+    """Notebook 2's course-style cells (FacialKeypointsDataset with its data_transform, DataLoader,
+    criterion, optimizer, train_net, save) and `python train.py` with the same options end with the
+    same losses, validation NME and weights. The cells run as the notebook has them; only its
+    TRAIN_ARGV cell ("run-options") is replaced by these options."""
+    options = ["--data", str(tiny_data), "--input-size", "48", "--widths", "4,4,8,8,8", "--batch-size", "4",
+               "--epochs", "2", "--max-steps", "3", "--val-fraction", "0.34", "--no-progress",
+               "--device", "cpu"]
+    cli_history = train.main(options + ["--out", str(tmp_path / "cli.pt")])
+    cells = notebook_cells(NOTEBOOK_2, "train-path")
+    assert any("transform=data_transform" in source for source in cells)
+    namespace = {"TRAIN_ARGV": options + ["--out", str(tmp_path / "notebook.pt")]}
+    for source in cells:
+        exec(compile(source, NOTEBOOK_2, "exec"), namespace)
+
+    def numbers(history):  # the seconds differ, nothing else may
+        return [(h["epoch"], h["step"], h["loss"], h["val_nme"], h["lr"]) for h in history]
+
+    assert numbers(namespace["history"]) == numbers(cli_history) and cli_history[-1]["step"] == 3
+    cli_model, cli_meta = load_model(str(tmp_path / "cli.pt"))
+    notebook_model, notebook_meta = load_model(str(tmp_path / "notebook.pt"))
+    cli_weights, notebook_weights = cli_model.state_dict(), notebook_model.state_dict()
+    assert cli_weights.keys() == notebook_weights.keys()
+    assert all(torch.equal(cli_weights[k], notebook_weights[k]) for k in cli_weights)
+    assert notebook_meta["model_options"] == cli_meta["model_options"] == {"widths": [4, 4, 8, 8, 8],
+                                                                           "head": train.NET_HEAD}
