@@ -495,12 +495,13 @@ def training_throughput(steps, limit, thread_counts):
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True)
     model, _, _ = train.initial_model(args)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    criterion = train.KeypointLoss(args.loss, args.input_size)
 
     def run(n):
         done = 0
         while done < n:
             for images, targets in loader:
-                train.train_step(model, optimizer, images, targets, args.loss, args.input_size)
+                train.train_step(model, optimizer, images, targets, criterion)
                 done += 1
                 if done == n:
                     return

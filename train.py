@@ -570,6 +570,7 @@ class Run:
     model: torch.nn.Module         # the network that rank 0 validates and saves
     ddp_model: torch.nn.Module     # the same network, wrapped for DDP under torchrun
     optimizer: torch.optim.Optimizer
+    criterion: torch.nn.Module     # KeypointLoss(args.loss, args.input_size)
     sampler: DistributedSampler
     loader: DataLoader
     val_set: object                # None with --val-fraction 0
@@ -662,9 +663,10 @@ def start_run(args, rank, world_size, device):
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
     run = Run(args=args, rank=rank, world_size=world_size, device=device, model=model, ddp_model=ddp_model,
-              optimizer=optimizer, sampler=sampler, loader=loader, val_set=val_set, total_steps=total_steps,
-              warmup_steps=warmup_steps, run_options=run_options,
-              model_options=model_options, command_history=commands, started=started)
+              optimizer=optimizer, criterion=KeypointLoss(args.loss, args.input_size), sampler=sampler,
+              loader=loader, val_set=val_set, total_steps=total_steps, warmup_steps=warmup_steps,
+              run_options=run_options, model_options=model_options, command_history=commands,
+              started=started)
     if ckpt:
         restore_progress(run, ckpt)
     if run.master:
@@ -695,12 +697,9 @@ def restore_progress(run, ckpt):
         print(f"resumed from {run.args.checkpoint}: epoch {run.epoch}, step {run.step}")
 
 
-def train_step(model, optimizer, images, targets, criterion, input_size=None, device="cpu"):
+def train_step(model, optimizer, images, targets, criterion, device="cpu"):
     """One optimisation step on a batch (images channels_last, like the model); returns the loss.
-    `criterion(output, targets)` is the loss (a KeypointLoss, Notebook 2's), or a name of LOSSES
-    that KeypointLoss(criterion, input_size) stands for (train_epoch's)."""
-    if isinstance(criterion, str):
-        criterion = KeypointLoss(criterion, input_size)
+    `criterion(output, targets)` is the loss: a KeypointLoss (train.py's and Notebook 2's)."""
     output = model(images.to(device, memory_format=torch.channels_last))
     loss = criterion(output, targets.to(device))
     optimizer.zero_grad(set_to_none=True)
@@ -727,8 +726,7 @@ def train_epoch(run):
             lr = lr_at(run.step, run.total_steps, run.warmup_steps, args.lr)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
-            loss = train_step(run.ddp_model, run.optimizer, images, targets, args.loss, args.input_size,
-                              run.device)
+            loss = train_step(run.ddp_model, run.optimizer, images, targets, run.criterion, run.device)
             if not math.isfinite(loss):
                 raise TrainingError(f"the training loss is {loss} at step {run.step + 1} (epoch "
                                     f"{run.epoch + 1}): the run diverged; lower --lr (now {args.lr:g}); "
