@@ -675,8 +675,8 @@ LATENCY_ROWS = (("cnn_torch", "landmarks per face: CNN forward on PyTorch"),
                 ("cnn_onnx", "landmarks per face: CNN forward on onnxruntime"),
                 ("cnn_int8", "landmarks per face: CNN forward on onnxruntime, int8"),
                 ("cnn_flip", "landmarks per face: CNN forward + flip average (default backend)"),
-                ("face", "landmarks per face: default step from a detector box (2 crops, to pixels)"),
-                ("face_ranked", "landmarks per face: default step after the symmetry ranking (refine crop)"))
+                ("face", "landmarks per face: default step from a detector box (3 crops, to pixels)"),
+                ("face_ranked", "landmarks per face: default step after the symmetry ranking (2 crops)"))
 
 
 def speed_rows(latency, detection, fps, training, folder=None):
@@ -844,10 +844,11 @@ Haar cascade every 10th frame, each face's box taken from its keypoints in betwe
 runs on `--backend {args.backend}` (`{os.path.relpath(model_path, HERE)}`; "auto" is detect.py's
 default). The forward-pass rows time the same network on PyTorch, on onnxruntime and on its int8 copy
 (`python export.py` writes both ONNX files). "default step from a detector box" is detect.py's
-per-face work given a box: a first crop (no flip averaging), then a second crop from the box its
-keypoints imply (refine), flip-averaged. When the detector's turned copies found the face, its
-symmetry ranking has already run the first crop, flip-averaged, and detect.py reuses those
-keypoints: the step that is left is "after the symmetry ranking". The folder rows time the whole
+per-face work given a box: a first crop (no flip averaging), then two more crops, each from the
+box the last keypoints imply (refine), flip-averaged; the last one is also the face check. When the
+detector's turned copies found the face, its symmetry ranking has already run the first crop,
+flip-averaged, and detect.py reuses those keypoints: the step that is left is "after the
+symmetry ranking". The folder rows time the whole
 `detect.py FOLDER --workers N` command (start-up, drawn copies and JSON written) against dlib
 reading and detecting the same images in one process. Training
 throughput is shown on one thread and on PyTorch's default thread count (what `python train.py`

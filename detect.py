@@ -35,13 +35,11 @@ import media
 import runner
 from backends import load_backend, predict_both_ways, predict_normalized
 from face_crop import (
-    angle_between,
     box_for_crop_centre,
     box_iou,
     crop_centre,
     crop_matrix,
     denormalize_keypoints,
-    eye_roll,
     invert_matrix,
     transform_points,
     upright_box,
@@ -52,7 +50,11 @@ from media import Face, OneLineParser
 # rank_by_symmetry: how much one unit of the cascade's level weight counts against the network's
 # flip disagreement (normalised coordinates); a tie-break, chosen on the test set (0.002-0.008 alike).
 WEIGHT_SHARE = 0.004
-FAR_TURN = 15.0  # degrees between a first crop's turn and its face's roll: refine twice beyond it
+# The face check: on a face, the network reads a crop and its mirror image alike; on what is no
+# face (an ear, a collar, a tie, a head seen side-on) the two readings disagree. The limit is the
+# mean |difference| in normalised crop coordinates (1 = half the crop side), set above what every
+# labelled face of the test and unseen sets, turned and degraded, gives (README, Limits).
+MAX_FLIP_DISAGREEMENT = 0.06
 HAAR_CASCADE = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
 
 
@@ -176,10 +178,13 @@ class KeypointDetector:
     `refine`, each face is cropped again from the box its first keypoints imply
     (face_crop.upright_box) and predicted again: twice the CNN work, a crop centred on the face
     whatever the detector's box, and turned so that the eyes are within `max_roll` degrees of
-    level. `seconds` adds up the time per stage (detection, crop, cnn) for benchmarks."""
+    level. With flip averaging, the last pass also checks that each crop shows a face
+    (`max_disagreement`, MAX_FLIP_DISAGREEMENT; None: no check): a detection that fails the check
+    gets NaN keypoints from keypoints_for_boxes and is left out by `detect`. `seconds` adds up the
+    time per stage (detection, crop, cnn) for benchmarks."""
 
     def __init__(self, model_path=None, face_detector=None, flip_average=True, refine=True,
-                 backend="auto", max_roll=5.0):
+                 backend="auto", max_roll=5.0, max_disagreement=MAX_FLIP_DISAGREEMENT):
         self.backend = load_backend(backend, model_path)
         self.backend_name, self.backend_path = self.backend.name, self.backend.path
         self.model, self.meta = self.backend.model, self.backend.meta
@@ -187,6 +192,7 @@ class KeypointDetector:
         self.margin, self.shift = self.meta["crop_margin"], self.meta["crop_shift"]
         self.face_detector = face_detector or FaceDetector()
         self.flip_average, self.refine, self.max_roll = flip_average, refine, max_roll
+        self.max_disagreement = max_disagreement
         self.seconds = defaultdict(float)
 
     def crops(self, gray, boxes, angles=None):
@@ -199,44 +205,48 @@ class KeypointDetector:
         crops = np.stack([warp_face(gray, m, self.size) for m in matrices])
         return (crops.astype(np.float32) / np.float32(255.0))[:, None], matrices
 
-    def keypoints_for_boxes(self, image, boxes, angles=None, refine=None, first=None):
-        """(N, 68, 2) keypoints in image pixels for the given face boxes, crops turned by `angles`;
-        one CNN batch (two with refine, which defaults to self.refine: the second crop comes from
-        the first keypoints, turned upright by face_crop.upright_box). With refine the first pass
-        is not flip-averaged (it only places the second crop: test NME the same to 0.01), and
-        `first`, keypoints already predicted on these crops (find_faces), replaces it. A face whose
-        first crop was turned more than FAR_TURN degrees from its roll (a copy's angle far from
-        the face's, or a tilted face found upright) is refined twice: its first keypoints place
-        the second crop only roughly."""
+    def keypoints_for_boxes(self, image, boxes, angles=None, refine=None, first=None, check=True):
+        """(N, 68, 2) keypoints in image pixels for the given face boxes, crops turned by `angles`.
+        Without refine (which defaults to self.refine) one CNN pass on those crops. With it, each
+        face is cropped twice more, each time from the box its last keypoints imply, turned
+        upright (face_crop.upright_box): the first keypoints place the second crop only roughly
+        when the detector's box or angle was off (a copy's angle far from the face's, a tilted
+        face found upright), and the third crop is the one a video track would cut next, which
+        the face check reads. The first pass is not flip-averaged (it only places the next crop),
+        and `first`, keypoints already predicted on these crops (find_faces), replaces it. With
+        `check` (False where a face is known to be there, as in evaluate.py's labelled-box
+        protocol) the last pass makes the face check: a crop that shows no face the network can
+        read gets NaN keypoints (see the class docstring)."""
         gray = media.to_gray(image)
         if not (self.refine if refine is None else refine):
-            return self.predict_boxes(gray, boxes, angles)
+            return self.predict_boxes(gray, boxes, angles, check=check)
         keypoints = self.predict_boxes(gray, boxes, angles, flip_average=False) if first is None else first
         if len(keypoints) == 0:
             return keypoints
-        angles = np.zeros(len(keypoints)) if angles is None else angles
-        far = np.array([abs(angle_between(eye_roll(k), a)) > FAR_TURN
-                        for k, a in zip(keypoints, angles, strict=True)])
         keypoints = self.predict_boxes(gray, *self.next_crops(keypoints))
-        if far.any():
-            keypoints[far] = self.predict_boxes(gray, *self.next_crops(keypoints[far]))
-        return keypoints
+        return self.predict_boxes(gray, *self.next_crops(keypoints), check=check)
 
     def next_crops(self, keypoints):
         """(boxes, angles) of the crops these keypoints imply: the refine pass, the next video frame."""
         crops = [upright_box(k, self.max_roll) for k in keypoints]
         return [b for b, _ in crops], [a for _, a in crops]
 
-    def predict_boxes(self, gray, boxes, angles=None, flip_average=None):
-        """One pass: crops of a gray image -> CNN -> (N, 68, 2) keypoints in image pixels."""
+    def predict_boxes(self, gray, boxes, angles=None, flip_average=None, check=False):
+        """One pass: crops of a gray image -> CNN -> (N, 68, 2) keypoints in image pixels. With
+        `check` and flip averaging, a crop whose mirror image the network reads differently (by
+        more than max_disagreement) shows no face: its keypoints are NaN."""
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         if len(boxes) == 0:
             return np.zeros((0, 68, 2))
         with stopwatch(self.seconds, "crop"):
             crops, matrices = self.crops(gray, boxes, angles)
         with stopwatch(self.seconds, "cnn"):
-            flip = self.flip_average if flip_average is None else flip_average
-            pred = predict_normalized(self.backend, crops, flip)
+            if not (self.flip_average if flip_average is None else flip_average):
+                return self.to_image(predict_normalized(self.backend, crops), matrices)
+            direct, mirrored = predict_both_ways(self.backend, crops)
+        pred = (direct + mirrored) / 2
+        if check and self.max_disagreement is not None:
+            pred[np.abs(direct - mirrored).mean(axis=(1, 2)) > self.max_disagreement] = np.nan
         return self.to_image(pred, matrices)
 
     def to_image(self, pred, matrices):
@@ -275,11 +285,12 @@ class KeypointDetector:
         return scored, self.to_image((direct + mirrored) / 2, matrices)
 
     def detect(self, image):
-        """Every face in an RGB (or gray) uint8 image: a list of Face, in image pixels."""
+        """Every face in an RGB (or gray) uint8 image: a list of Face, in image pixels (without
+        the detections that fail the face check)."""
         gray = media.to_gray(image)
         boxes, angles, first = self.find_faces(gray)
         keypoints = self.keypoints_for_boxes(gray, boxes, angles, first=first)
-        return [Face(b, k) for b, k in zip(boxes, keypoints, strict=True)]
+        return [Face(b, k) for b, k in zip(boxes, keypoints, strict=True) if np.isfinite(k).all()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,7 +306,8 @@ def parse_args(argv=None):
     parser.add_argument("--min-neighbors", type=int, default=2, help="Haar cascade minNeighbors")
     parser.add_argument("--min-size", type=int, default=30, help="smallest face in pixels")
     parser.add_argument("--no-flip", action="store_true",
-                        help="no flip averaging (faster, a bit less accurate)")
+                        help="no flip averaging (faster, a bit less accurate; no face check either, "
+                             "so more false faces)")
     args = parser.parse_args(argv)
     runner.check_input_options(parser, args)
     if not (1 < args.scale_factor < 10):  # also refuses nan

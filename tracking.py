@@ -66,7 +66,8 @@ class FaceTracker:
     between, a face's crop comes from its keypoints in the previous frame (face_crop.upright_box:
     the box the Haar cascade would draw there, turned with the face's roll), which costs nothing
     and jitters less than the cascade's own. A track the cascade misses in `max_missed` detection
-    rounds in a row is dropped. With `smooth`, each track's keypoints go through a One Euro filter.
+    rounds in a row is dropped, and so is one whose crop fails the detector's face check
+    (KeypointDetector.max_disagreement). With `smooth`, each track's keypoints go through a One Euro filter.
 
     A track's crop only moves when the face moved by at least `hold` (a fraction of the box side)
     in position or size, or turned by `hold_angle` degrees. Re-cropping at every sub-pixel wobble
@@ -104,6 +105,7 @@ class FaceTracker:
         # later: without this the first frames of a track drift by a pixel or two.
         points = (keypoints[new] if keypoints is not None else
                   self.detector.keypoints_for_boxes(gray, boxes[new], angles[new], refine=False))
+        points = points[np.isfinite(points).all(axis=(1, 2))]  # the detections that pass the face check
         for box, angle in zip(*self.detector.next_crops(points), strict=True):
             self.tracks.append(Track(self.next_id, box, OneEuroFilter(**self.filter_args), angle))
             self.next_id += 1
@@ -115,6 +117,10 @@ class FaceTracker:
         self.frame_index, self.detect_next = self.frame_index + 1, False
         keypoints = self.detector.keypoints_for_boxes(gray, [t.box for t in self.tracks],
                                                       [t.angle for t in self.tracks], refine=False)
+        # A crop that fails the face check (a false detection, or a face that left its crop) ends
+        # its track; the next detection round starts it again if the face is still there.
+        kept = np.isfinite(keypoints).all(axis=(1, 2))
+        self.tracks, keypoints = [t for t, k in zip(self.tracks, kept, strict=True) if k], keypoints[kept]
         faces = []
         for track, points in zip(self.tracks, keypoints, strict=True):
             box, angle = upright_box(points, self.detector.max_roll)

@@ -180,6 +180,50 @@ def test_tracker_keeps_ids_detects_every_k_frames_and_smooths(detector):
     assert jitter[True] < jitter[False]
 
 
+# Boxes on the astronaut photo (skimage, 512 x 512) where no face is: her suit and the flag.
+NOT_FACES = ([20.0, 300.0, 120.0, 120.0], [0.0, 0.0, 150.0, 150.0])
+
+
+class StubFaceDetector(detect.FaceDetector):
+    """The Haar detector's interface with fixed detections, all upright."""
+
+    def __init__(self, boxes):
+        super().__init__()
+        self.boxes = boxes
+
+    def candidates(self, gray, rotations=None, coarse=()):
+        return [(1.0, np.array(box, dtype=np.float64), 0.0) for box in self.boxes]
+
+
+def test_the_face_check_drops_detections_that_show_no_face():
+    """A box on the face passes; boxes on the suit and the flag, where the network reads the crop
+    and its mirror image differently, get NaN keypoints and are left out of detect(); with the
+    check switched off (max_disagreement=None) they get keypoints like any face."""
+    photo = data.astronaut()
+    face_box = detect.FaceDetector()(media.to_gray(photo))
+    assert len(face_box) == 1
+    boxes = [face_box[0], *NOT_FACES]
+    checked = detect.KeypointDetector(face_detector=StubFaceDetector(boxes))
+    keypoints = checked.keypoints_for_boxes(photo, boxes)
+    assert np.isfinite(keypoints[0]).all() and np.isnan(keypoints[1:]).all()
+    faces = checked.detect(photo)
+    assert len(faces) == 1 and np.allclose(faces[0].box, face_box[0])
+    assert np.isfinite(checked.keypoints_for_boxes(photo, boxes, refine=False)[1:]).sum() == 0
+    unchecked = detect.KeypointDetector(face_detector=StubFaceDetector(boxes), max_disagreement=None)
+    assert np.isfinite(unchecked.keypoints_for_boxes(photo, boxes)).all()
+    assert len(unchecked.detect(photo)) == 3
+
+
+def test_tracker_ends_a_track_whose_crop_shows_no_face(detector):
+    """A tracked face replaced by sensor noise between detection rounds: the face check ends the
+    track on that frame, instead of drawing keypoints on the noise until the next round."""
+    face, _ = astronaut_face()
+    noise = np.random.default_rng(3).integers(0, 256, face.shape, dtype=np.uint8)
+    tracker = tracking.FaceTracker(detector, fps=30, detect_every=100)
+    assert [len(tracker(face)) for _ in range(3)] == [1, 1, 1]
+    assert tracker(noise) == [] and tracker.tracks == []
+
+
 def test_box_moved():
     assert face_crop.box_moved([0, 0, 100, 100], [0, 0, 100, 100]) == 0
     assert face_crop.box_moved([0, 0, 100, 100], [0.5, -2, 100, 100]) == pytest.approx(0.02)

@@ -209,10 +209,11 @@ class RecordingDetector:
     predicts the box's centre for every point."""
 
     def __init__(self):
-        self.images = []
+        self.images, self.checks = [], []
 
-    def keypoints_for_boxes(self, image, boxes, angles, first=None):
+    def keypoints_for_boxes(self, image, boxes, angles, first=None, check=True):
         self.images.append(image)
+        self.checks.append(check)
         x, y, w, h = boxes[0]
         return np.full((1, 68, 2), [x + w / 2, y + h / 2])
 
@@ -235,6 +236,8 @@ def test_predict_dataset_rotates_then_degrades_each_image(tiny_dataset):
         assert plain.images[i].shape == rgb.shape[:2]  # gray, full size, without a degradation
         assert (turned.images[i] == to_gray(expected)).all()
         assert gt_turned[i] == pytest.approx(points)
+    # the labelled box holds a face: no face check, which only the pipeline protocol makes
+    assert plain.checks == turned.checks == [False] * len(frame)
 
 
 def test_report_line_names_rotation_and_degradation(tmp_path, capsys):
