@@ -844,13 +844,12 @@ Haar cascade every 10th frame, each face's box taken from its keypoints in betwe
 runs on `--backend {args.backend}` (`{os.path.relpath(model_path, HERE)}`; "auto" is detect.py's
 default). The forward-pass rows time the same network on PyTorch, on onnxruntime and on its int8 copy
 (`python export.py` writes both ONNX files). "default step from a detector box" is detect.py's
-per-face work given a box: a first crop (no flip averaging), then two more crops, each from the
-box the last keypoints imply (refine), flip-averaged; the last one is also the face check. When the
-detector's turned copies found the face, its symmetry ranking has already run the first crop,
-flip-averaged, and detect.py reuses those keypoints: the step that is left is "after the
-symmetry ranking". The folder rows time the whole
-`detect.py FOLDER --workers N` command (start-up, drawn copies and JSON written) against dlib
-reading and detecting the same images in one process. Training
+per-face work given a box: a first crop, then two more crops, each from the box the last keypoints
+imply (refine); only the last is flip-averaged, and it is also the face check. When the detector's
+turned copies found the face, its symmetry ranking has already run the first crop, flip-averaged,
+and detect.py reuses those keypoints: the step that is left is "after the symmetry ranking".
+The folder rows time the whole `detect.py FOLDER --workers N` command (start-up, drawn copies
+and JSON written) against dlib reading and detecting the same images in one process. Training
 throughput is shown on one thread and on PyTorch's default thread count (what `python train.py`
 uses); on a machine busy with other work, several threads can be slower than one.
 

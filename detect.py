@@ -212,8 +212,9 @@ class KeypointDetector:
         upright (face_crop.upright_box): the first keypoints place the second crop only roughly
         when the detector's box or angle was off (a copy's angle far from the face's, a tilted
         face found upright), and the third crop is the one a video track would cut next, which
-        the face check reads. The first pass is not flip-averaged (it only places the next crop),
-        and `first`, keypoints already predicted on these crops (find_faces), replaces it. With
+        the face check reads. Only that last pass is flip-averaged: the first two only place the
+        next crop (flip-averaging them too measured no better, at twice their cost: README, Deploy), and
+        `first`, keypoints already predicted on the first crops (find_faces), replaces the first. With
         `check` (False where a face is known to be there, as in evaluate.py's labelled-box
         protocol) the last pass makes the face check: a crop that shows no face the network can
         read gets NaN keypoints (see the class docstring)."""
@@ -223,7 +224,7 @@ class KeypointDetector:
         keypoints = self.predict_boxes(gray, boxes, angles, flip_average=False) if first is None else first
         if len(keypoints) == 0:
             return keypoints
-        keypoints = self.predict_boxes(gray, *self.next_crops(keypoints))
+        keypoints = self.predict_boxes(gray, *self.next_crops(keypoints), flip_average=False)
         return self.predict_boxes(gray, *self.next_crops(keypoints), check=check)
 
     def next_crops(self, keypoints):

@@ -6,6 +6,7 @@
     python evaluate.py --csv my.csv --images my_images/ --model saved_models/other.pt
     python evaluate.py --backend onnx                    # the exported model on onnxruntime
     python evaluate.py --degrade jpeg                    # every image re-encoded at JPEG quality 10 first
+    python evaluate.py --rotate 15 --worst 5             # and the five faces with the largest error
 
 Protocols:
   pipeline      Haar detector -> crop -> CNN, exactly what detect.py does; a face the detector
@@ -230,9 +231,18 @@ def evaluate(model_path=None, protocol="pipeline", csv_file=None, images_dir=Non
         images_dir = images_dir or data_path("test")
         pred, gt, seconds = predict_dataset(detector, csv_file, images_dir, protocol, progress, rotate,
                                             degrade=degrade)
+        names = read_keypoints_csv(csv_file).iloc[:, 0].tolist()
     metrics = summarize(pred, gt)
-    metrics.update(pred=pred, gt=gt, seconds=seconds)
+    metrics.update(pred=pred, gt=gt, seconds=seconds, names=names)
     return metrics
+
+
+def worst_faces(m, n):
+    """Lines naming the n faces with the largest error (a missed face first), worst first: the
+    images that a mean over hundreds of faces hides, or that it is made of."""
+    errors = m["errors"]
+    return [f"  {m['names'][i]}: " + ("missed" if np.isinf(errors[i]) else f"NME {100 * errors[i]:.1f}%")
+            for i in np.argsort(-errors, kind="stable")[:n]]
 
 
 def main(argv=None):
@@ -248,6 +258,8 @@ def main(argv=None):
     parser.add_argument("--images", default=None, help="folder of the CSV's images")
     parser.add_argument("--no-flip", action="store_true", help="no flip averaging at test time")
     parser.add_argument("--plot", default=None, help="write the CED plot to this PNG")
+    parser.add_argument("--worst", type=int, default=0, metavar="N",
+                        help="also list the N faces with the largest error (misses first)")
     parser.add_argument("--rotate", type=float, default=0.0, metavar="DEG",
                         help="turn each image and its labels by DEG degrees counter-clockwise first")
     parser.add_argument("--degrade", default=None, choices=DEGRADATIONS, metavar="NAME",
@@ -256,6 +268,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not np.isfinite(args.rotate):
         parser.error(f"--rotate {args.rotate}: give a number of degrees")
+    if args.worst < 0:
+        parser.error(f"--worst {args.worst}: give a number of faces, 0 or more")
     if args.plot:
         try:
             check_writable("--plot", args.plot)
@@ -273,6 +287,9 @@ def main(argv=None):
     n = max(1, m["found"])
     print(f"  time per face: detection {1000 * m['seconds']['detection'] / m['faces']:.2f} ms, "
           f"CNN {1000 * m['seconds']['cnn'] / n:.2f} ms")
+    if args.worst:
+        print(f"the {min(args.worst, m['faces'])} faces with the largest error:",
+              *worst_faces(m, args.worst), sep="\n")
     if args.plot and m["found"]:
         plot_ced({f"ours ({label})": m["errors"]}, args.plot)
         print(f"CED plot: {args.plot}")

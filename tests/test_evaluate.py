@@ -253,3 +253,15 @@ def test_report_line_names_rotation_and_degradation(tmp_path, capsys):
                    "--rotate", "10", "--degrade", "dark"])
     out = capsys.readouterr().out
     assert f"pipeline, rotated 10 degrees, dark ({evaluate.DEGRADATION_NOTES['dark']}): no face found" in out
+
+
+def test_worst_faces_lists_misses_first_then_the_largest_errors():
+    m = {"names": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], "errors": np.array([0.02, np.inf, 0.5, 0.01])}
+    assert evaluate.worst_faces(m, 3) == ["  b.jpg: missed", "  c.jpg: NME 50.0%", "  a.jpg: NME 2.0%"]
+    assert evaluate.worst_faces(m, 10)[-1] == "  d.jpg: NME 1.0%"
+
+
+def test_worst_needs_a_count_of_zero_or_more(capsys):
+    with pytest.raises(SystemExit):
+        evaluate.main(["--worst", "-1"])
+    assert "--worst -1" in capsys.readouterr().err
