@@ -216,12 +216,14 @@ def unseen_split_csv(folder):
 
 
 def evaluate(model_path=None, protocol="pipeline", csv_file=None, images_dir=None, flip_average=True,
-             progress=True, backend="auto", rotate=0.0, split="test", degrade=None):
+             progress=True, backend="auto", rotate=0.0, split="test", degrade=None, face_check=True):
     """Load the model, predict the labelled set, return the metrics dict (see summarize).
     `backend`: "auto", "torch" or "onnx" (backends.load_backend, through detect.KeypointDetector).
     Without csv_file, `split` names the set: "test" (the course test CSV) or "unseen" (people
-    no default training run sees: unseen_split_csv). `rotate` and `degrade`: see predict_dataset."""
-    detector = KeypointDetector(model_path, flip_average=flip_average, backend=backend)
+    no default training run sees: unseen_split_csv). `rotate` and `degrade`: see predict_dataset.
+    `face_check=False` keeps the detections that detect.py's face check would drop."""
+    detector = KeypointDetector(model_path, flip_average=flip_average, backend=backend,
+                                **({} if face_check else {"max_disagreement": None}))
     with tempfile.TemporaryDirectory() as folder:
         if csv_file is None and split == "unseen":
             csv_file, images_dir = unseen_split_csv(folder)
@@ -257,6 +259,8 @@ def main(argv=None):
     parser.add_argument("--csv", default=None, help="labelled CSV (default: the --split set)")
     parser.add_argument("--images", default=None, help="folder of the CSV's images")
     parser.add_argument("--no-flip", action="store_true", help="no flip averaging at test time")
+    parser.add_argument("--no-face-check", action="store_true",
+                        help="keep the detections that detect.py's face check drops (what the check costs)")
     parser.add_argument("--plot", default=None, help="write the CED plot to this PNG")
     parser.add_argument("--worst", type=int, default=0, metavar="N",
                         help="also list the N faces with the largest error (misses first)")
@@ -277,7 +281,8 @@ def main(argv=None):
             parser.error(str(e))
     try:
         m = evaluate(args.model, args.protocol, args.csv, args.images, flip_average=not args.no_flip,
-                     backend=args.backend, rotate=args.rotate, split=args.split, degrade=args.degrade)
+                     backend=args.backend, rotate=args.rotate, split=args.split, degrade=args.degrade,
+                     face_check=not args.no_face_check)
     except DataError as e:
         sys.exit(f"evaluate.py: {e}")
     label = args.protocol + ("" if args.csv or args.split == "test" else f", {args.split} people")

@@ -265,3 +265,20 @@ def test_worst_needs_a_count_of_zero_or_more(capsys):
     with pytest.raises(SystemExit):
         evaluate.main(["--worst", "-1"])
     assert "--worst -1" in capsys.readouterr().err
+
+
+def test_no_face_check_builds_the_detector_without_the_check(monkeypatch):
+    built = []
+
+    class Stop(Exception):
+        pass
+
+    def detector(*args, **kwargs):
+        built.append(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(evaluate, "KeypointDetector", detector)
+    for argv in ([], ["--no-face-check"]):
+        with pytest.raises(Stop):
+            evaluate.main(argv)
+    assert "max_disagreement" not in built[0] and built[1]["max_disagreement"] is None
