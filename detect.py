@@ -52,8 +52,8 @@ from media import Face, OneLineParser
 WEIGHT_SHARE = 0.004
 # The face check: on a face, the network reads a crop and its mirror image alike; on what is no
 # face (an ear, a collar, a tie, a head seen side-on) the two readings disagree. The limit is the
-# mean |difference| in normalised crop coordinates (1 = half the crop side), set above what every
-# labelled face of the test and unseen sets, turned and degraded, gives (README, Limits).
+# mean |difference| in normalised crop coordinates (1 = half the crop side), set above what the
+# labelled faces of the test and unseen sets, turned and degraded, give, all but one (README, Limits).
 MAX_FLIP_DISAGREEMENT = 0.06
 HAAR_CASCADE = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
 
@@ -175,10 +175,10 @@ def stopwatch(seconds, stage):
 class KeypointDetector:
     """Faces -> crops -> keypoints, with the model (backends.load_backend: "auto", "torch" for a
     .pt or "onnx" for a .onnx; default: the shipped one) and the face detector loaded once. With
-    `refine`, each face is cropped again from the box its first keypoints imply
-    (face_crop.upright_box) and predicted again: twice the CNN work, a crop centred on the face
-    whatever the detector's box, and turned so that the eyes are within `max_roll` degrees of
-    level. With flip averaging, the last pass also checks that each crop shows a face
+    `refine`, each face is cropped twice more, each time from the box its last keypoints imply
+    (face_crop.upright_box), and predicted again: a crop centred on the face whatever the
+    detector's box, and turned so that the eyes are within `max_roll` degrees of level. With
+    flip averaging, the last pass also checks that each crop shows a face
     (`max_disagreement`, MAX_FLIP_DISAGREEMENT; None: no check): a detection that fails the check
     gets NaN keypoints from keypoints_for_boxes and is left out by `detect`. `seconds` adds up the
     time per stage (detection, crop, cnn) for benchmarks."""
@@ -213,11 +213,11 @@ class KeypointDetector:
         when the detector's box or angle was off (a copy's angle far from the face's, a tilted
         face found upright), and the third crop is the one a video track would cut next, which
         the face check reads. Only that last pass is flip-averaged: the first two only place the
-        next crop (flip-averaging them too measured no better, at twice their cost: README, Deploy), and
-        `first`, keypoints already predicted on the first crops (find_faces), replaces the first. With
-        `check` (False where a face is known to be there, as in evaluate.py's labelled-box
-        protocol) the last pass makes the face check: a crop that shows no face the network can
-        read gets NaN keypoints (see the class docstring)."""
+        next crop (flip-averaging them too measured no better, at twice their cost: README,
+        Deploy), and `first`, keypoints already predicted on the first crops (find_faces),
+        replaces the first. With `check` (False where a face is known to be there, as in
+        evaluate.py's labelled-box protocol) the last pass makes the face check: a crop that
+        shows no face the network can read gets NaN keypoints (see the class docstring)."""
         gray = media.to_gray(image)
         if not (self.refine if refine is None else refine):
             return self.predict_boxes(gray, boxes, angles, check=check)

@@ -29,7 +29,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from backends import BACKENDS
-from detect import KeypointDetector
+from detect import MAX_FLIP_DISAGREEMENT, KeypointDetector
 from face_crop import keypoints_to_box, transform_points
 from media import (
     DataError,
@@ -223,7 +223,7 @@ def evaluate(model_path=None, protocol="pipeline", csv_file=None, images_dir=Non
     no default training run sees: unseen_split_csv). `rotate` and `degrade`: see predict_dataset.
     `face_check=False` keeps the detections that detect.py's face check would drop."""
     detector = KeypointDetector(model_path, flip_average=flip_average, backend=backend,
-                                **({} if face_check else {"max_disagreement": None}))
+                                max_disagreement=MAX_FLIP_DISAGREEMENT if face_check else None)
     with tempfile.TemporaryDirectory() as folder:
         if csv_file is None and split == "unseen":
             csv_file, images_dir = unseen_split_csv(folder)
