@@ -227,6 +227,12 @@ class KeypointDetector:
         keypoints = self.predict_boxes(gray, *self.next_crops(keypoints), flip_average=False)
         return self.predict_boxes(gray, *self.next_crops(keypoints), check=check)
 
+    @staticmethod
+    def passed_check(keypoints):
+        """(N,) bool: which faces of keypoints_for_boxes' (N, 68, 2) result passed the face check
+        (the others' keypoints are NaN)."""
+        return np.isfinite(keypoints).all(axis=(1, 2))
+
     def next_crops(self, keypoints):
         """(boxes, angles) of the crops these keypoints imply: the refine pass, the next video frame."""
         crops = [upright_box(k, self.max_roll) for k in keypoints]
@@ -291,7 +297,8 @@ class KeypointDetector:
         gray = media.to_gray(image)
         boxes, angles, first = self.find_faces(gray)
         keypoints = self.keypoints_for_boxes(gray, boxes, angles, first=first)
-        return [Face(b, k) for b, k in zip(boxes, keypoints, strict=True) if np.isfinite(k).all()]
+        passed = self.passed_check(keypoints)
+        return [Face(b, k) for b, k in zip(boxes[passed], keypoints[passed], strict=True)]
 
 
 # ---------------------------------------------------------------------------------------------

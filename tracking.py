@@ -67,7 +67,8 @@ class FaceTracker:
     the box the Haar cascade would draw there, turned with the face's roll), which costs nothing
     and jitters less than the cascade's own. A track the cascade misses in `max_missed` detection
     rounds in a row is dropped, and so is one whose crop fails the detector's face check
-    (KeypointDetector.max_disagreement). With `smooth`, each track's keypoints go through a One Euro filter.
+    (KeypointDetector.max_disagreement). With `smooth`, each track's keypoints go through a One
+    Euro filter.
 
     A track's crop only moves when the face moved by at least `hold` (a fraction of the box side)
     in position or size, or turned by `hold_angle` degrees. Re-cropping at every sub-pixel wobble
@@ -105,7 +106,7 @@ class FaceTracker:
         # later: without this the first frames of a track drift by a pixel or two.
         points = (keypoints[new] if keypoints is not None else
                   self.detector.keypoints_for_boxes(gray, boxes[new], angles[new], refine=False))
-        points = points[np.isfinite(points).all(axis=(1, 2))]  # the detections that pass the face check
+        points = points[self.detector.passed_check(points)]  # keypoints_for_boxes checked them
         for box, angle in zip(*self.detector.next_crops(points), strict=True):
             self.tracks.append(Track(self.next_id, box, OneEuroFilter(**self.filter_args), angle))
             self.next_id += 1
@@ -119,7 +120,7 @@ class FaceTracker:
                                                       [t.angle for t in self.tracks], refine=False)
         # A crop that fails the face check (a false detection, or a face that left its crop) ends
         # its track; the next detection round starts it again if the face is still there.
-        kept = np.isfinite(keypoints).all(axis=(1, 2))
+        kept = self.detector.passed_check(keypoints)
         self.tracks, keypoints = [t for t, k in zip(self.tracks, kept, strict=True) if k], keypoints[kept]
         faces = []
         for track, points in zip(self.tracks, keypoints, strict=True):
