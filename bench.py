@@ -675,8 +675,8 @@ LATENCY_ROWS = (("cnn_torch", "landmarks per face: CNN forward on PyTorch"),
                 ("cnn_onnx", "landmarks per face: CNN forward on onnxruntime"),
                 ("cnn_int8", "landmarks per face: CNN forward on onnxruntime, int8"),
                 ("cnn_flip", "landmarks per face: CNN forward + flip average (default backend)"),
-                ("face", "landmarks per face: default step from a detector box (3 crops, to pixels)"),
-                ("face_ranked", "landmarks per face: default step after the symmetry ranking (2 crops)"))
+                ("face", "landmarks per face: default step from a detector box (3 crops, last x5)"),
+                ("face_ranked", "landmarks per face: default step after symmetry ranking (2 crops, last x5)"))
 
 
 def speed_rows(latency, detection, fps, training, folder=None):
@@ -845,7 +845,8 @@ runs on `--backend {args.backend}` (`{os.path.relpath(model_path, HERE)}`; "auto
 default). The forward-pass rows time the same network on PyTorch, on onnxruntime and on its int8 copy
 (`python export.py` writes both ONNX files). "default step from a detector box" is detect.py's
 per-face work given a box: a first crop, then two more crops, each from the box the last keypoints
-imply (refine); only the last is flip-averaged, and it is also the face check. When the detector's
+imply (refine); only the last is flip-averaged and cut at five small shifts whose readings are
+averaged (detect.CROP_SHIFTS), and its unshifted crop is the face check. When the detector's
 turned copies found the face, its symmetry ranking has already run the first crop, flip-averaged,
 and detect.py reuses those keypoints: the step that is left is "after the symmetry ranking".
 The folder rows time the whole `detect.py FOLDER --workers N` command (start-up, drawn copies

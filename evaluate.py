@@ -29,7 +29,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from backends import BACKENDS
-from detect import MAX_FLIP_DISAGREEMENT, KeypointDetector
+from detect import CROP_SHIFTS, MAX_FLIP_DISAGREEMENT, KeypointDetector
 from face_crop import keypoints_to_box, transform_points
 from media import (
     DataError,
@@ -216,14 +216,17 @@ def unseen_split_csv(folder):
 
 
 def evaluate(model_path=None, protocol="pipeline", csv_file=None, images_dir=None, flip_average=True,
-             progress=True, backend="auto", rotate=0.0, split="test", degrade=None, face_check=True):
+             progress=True, backend="auto", rotate=0.0, split="test", degrade=None, face_check=True,
+             crop_shifts=True):
     """Load the model, predict the labelled set, return the metrics dict (see summarize).
     `backend`: "auto", "torch" or "onnx" (backends.load_backend, through detect.KeypointDetector).
     Without csv_file, `split` names the set: "test" (the course test CSV) or "unseen" (people
     no default training run sees: unseen_split_csv). `rotate` and `degrade`: see predict_dataset.
-    `face_check=False` keeps the detections that detect.py's face check would drop."""
+    `face_check=False` keeps the detections that detect.py's face check would drop;
+    `crop_shifts=False` reads each face's last crop once instead of at detect.CROP_SHIFTS."""
     detector = KeypointDetector(model_path, flip_average=flip_average, backend=backend,
-                                max_disagreement=MAX_FLIP_DISAGREEMENT if face_check else None)
+                                max_disagreement=MAX_FLIP_DISAGREEMENT if face_check else None,
+                                crop_shifts=CROP_SHIFTS if crop_shifts else None)
     with tempfile.TemporaryDirectory() as folder:
         if csv_file is None and split == "unseen":
             csv_file, images_dir = unseen_split_csv(folder)
@@ -261,6 +264,8 @@ def main(argv=None):
     parser.add_argument("--no-flip", action="store_true", help="no flip averaging at test time")
     parser.add_argument("--no-face-check", action="store_true",
                         help="keep the detections that detect.py's face check drops (what the check costs)")
+    parser.add_argument("--no-shifts", action="store_true",
+                        help="read each face's last crop once, not at detect.py's five small shifts")
     parser.add_argument("--plot", default=None, help="write the CED plot to this PNG")
     parser.add_argument("--worst", type=int, default=0, metavar="N",
                         help="also list the N faces with the largest error (misses first)")
@@ -282,7 +287,7 @@ def main(argv=None):
     try:
         m = evaluate(args.model, args.protocol, args.csv, args.images, flip_average=not args.no_flip,
                      backend=args.backend, rotate=args.rotate, split=args.split, degrade=args.degrade,
-                     face_check=not args.no_face_check)
+                     face_check=not args.no_face_check, crop_shifts=not args.no_shifts)
     except DataError as e:
         sys.exit(f"evaluate.py: {e}")
     label = args.protocol + ("" if args.csv or args.split == "test" else f", {args.split} people")

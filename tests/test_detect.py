@@ -137,6 +137,33 @@ def test_refine_recentres_a_badly_placed_box(detector):
     assert error(refined) < error(once)
 
 
+def test_last_crop_is_the_mean_of_its_shifted_crops(detector):
+    """predict_boxes with shifts reads one crop per shift (each box moved by that fraction of its
+    side) and averages their keypoints in image pixels, face by face; keypoints_for_boxes does
+    that on the last crop only, with CROP_SHIFTS by default and once with crop_shifts=None."""
+    face, _ = astronaut_face()
+    gray = media.to_gray(face)
+    box = detector.face_detector(gray)[0]
+    boxes = np.stack([box, box + [20, 10, -30, -30]])  # two faces' boxes in one batch
+    shifts = detect.CROP_SHIFTS
+    averaged = detector.predict_boxes(gray, boxes, [0.0, 10.0], shifts=shifts)
+    one_by_one = [np.mean([detector.predict_boxes(gray, [b + [dx * b[2], dy * b[3], 0, 0]], [angle])[0]
+                           for dx, dy in shifts], axis=0)
+                  for b, angle in zip(boxes, [0.0, 10.0], strict=True)]
+    np.testing.assert_allclose(averaged, one_by_one, atol=1e-3)
+    unshifted = detector.predict_boxes(gray, boxes, [0.0, 10.0])
+    assert np.abs(averaged - unshifted).max() > 0.05  # the shifted crops read differently
+
+    single = detect.KeypointDetector(crop_shifts=None)
+    start = detector.predict_boxes(gray, [box], flip_average=False)
+    last_box, last_angle = detector.next_crops(detector.predict_boxes(gray, *detector.next_crops(start),
+                                                                      flip_average=False))
+    np.testing.assert_allclose(detector.keypoints_for_boxes(face, [box]),
+                               detector.predict_boxes(gray, last_box, last_angle, shifts=shifts), atol=1e-6)
+    np.testing.assert_allclose(single.keypoints_for_boxes(face, [box]),
+                               detector.predict_boxes(gray, last_box, last_angle), atol=1e-6)
+
+
 def test_one_euro_filter_smooths_noise_and_follows_steps():
     rng = np.random.default_rng(0)
     f = tracking.OneEuroFilter(min_cutoff=1.0, beta=5.0)

@@ -267,7 +267,7 @@ def test_worst_needs_a_count_of_zero_or_more(capsys):
     assert "--worst -1" in capsys.readouterr().err
 
 
-def test_no_face_check_builds_the_detector_without_the_check(monkeypatch):
+def test_no_face_check_and_no_shifts_build_the_detector_without_them(monkeypatch):
     built = []
 
     class Stop(Exception):
@@ -278,7 +278,9 @@ def test_no_face_check_builds_the_detector_without_the_check(monkeypatch):
         raise Stop
 
     monkeypatch.setattr(evaluate, "KeypointDetector", detector)
-    for argv in ([], ["--no-face-check"]):
+    for argv in ([], ["--no-face-check"], ["--no-shifts"]):
         with pytest.raises(Stop):
             evaluate.main(argv)
     assert built[0]["max_disagreement"] > 0 and built[1]["max_disagreement"] is None
+    assert len(built[0]["crop_shifts"]) == 5 and built[1]["crop_shifts"] == built[0]["crop_shifts"]
+    assert built[2]["crop_shifts"] is None and built[2]["max_disagreement"] > 0
