@@ -158,6 +158,13 @@ class FaceDetector:
         return self.find(gray)[0]
 
 
+def flip_disagreement(direct, mirrored):
+    """(N,) how differently the network read each crop and its mirror image (predict_both_ways):
+    the mean |difference| of their keypoints, in normalised crop coordinates. The symmetry
+    ranking and the face check both read it."""
+    return np.abs(direct - mirrored).mean(axis=(1, 2))
+
+
 def boxes_and_angles(found, kept):
     """(boxes (N, 4), angles (N,)) arrays of the detections found[k] for k in kept."""
     return (np.array([found[k][1] for k in kept], dtype=np.float64).reshape(-1, 4),
@@ -264,14 +271,16 @@ class KeypointDetector:
         moved[:, :2] += np.tile(shifts, (n, 1)) * moved[:, 2:]
         with stopwatch(self.seconds, "crop"):
             crops, matrices = self.crops(gray, moved, np.repeat(angles, s))
+        flip = self.flip_average if flip_average is None else flip_average
         with stopwatch(self.seconds, "cnn"):
-            if not (self.flip_average if flip_average is None else flip_average):
+            if flip:
+                direct, mirrored = predict_both_ways(self.backend, crops)
+                pred = (direct + mirrored) / 2
+            else:
                 pred = predict_normalized(self.backend, crops)
-                return self.to_image(pred, matrices).reshape(n, s, -1, 2).mean(axis=1)
-            direct, mirrored = predict_both_ways(self.backend, crops)
-        keypoints = self.to_image((direct + mirrored) / 2, matrices).reshape(n, s, -1, 2).mean(axis=1)
-        if check and self.max_disagreement is not None:
-            disagreement = np.abs(direct - mirrored).mean(axis=(1, 2)).reshape(n, s)[:, 0]
+        keypoints = self.to_image(pred, matrices).reshape(n, s, -1, 2).mean(axis=1)
+        if flip and check and self.max_disagreement is not None:
+            disagreement = flip_disagreement(direct, mirrored).reshape(n, s)[:, 0]
             keypoints[disagreement > self.max_disagreement] = np.nan
         return keypoints
 
@@ -305,7 +314,7 @@ class KeypointDetector:
             crops, matrices = self.crops(gray, [box for _, box, _ in found], [angle for *_, angle in found])
         with stopwatch(self.seconds, "cnn"):
             direct, mirrored = predict_both_ways(self.backend, crops)
-        disagreement = np.abs(direct - mirrored).mean(axis=(1, 2))
+        disagreement = flip_disagreement(direct, mirrored)
         scored = [(WEIGHT_SHARE * weight - float(d), box, angle)
                   for d, (weight, box, angle) in zip(disagreement, found, strict=True)]
         return scored, self.to_image((direct + mirrored) / 2, matrices)
