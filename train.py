@@ -84,6 +84,8 @@ DEFAULTS = dict(
     warmup_epochs=1,
     val_fraction=0.1,      # share of training *people* held out for validation
     unseen=False,          # also train on the people of the unseen-people split (splits/unseen_people.txt)
+    people=1.0,            # share of the training people to train on, the rest left out: a learning curve
+                           # (how new faces' NME depends on how many people; README, Limits)
     seed=1337,
     augment=True,
     rotation=20.0,         # training rotations: normal with std rotation/2, clipped at +-rotation degrees
@@ -109,8 +111,8 @@ NET_HEAD = "integral"
 # The options that define a run: a resumed run takes them from its checkpoint. The others say how
 # to run it (where the data and files are, threads, device) and come from the command line.
 RUN_OPTIONS = ("arch", "input_size", "dropout", "widths", "hidden", "head", "init", "epochs", "batch_size",
-               "loss", "lr", "weight_decay", "warmup_epochs", "val_fraction", "unseen", "seed", "augment",
-               "rotation", "photo_augment", "photo_groups", "limit", "max_steps")
+               "loss", "lr", "weight_decay", "warmup_epochs", "val_fraction", "unseen", "people", "seed",
+               "augment", "rotation", "photo_augment", "photo_groups", "limit", "max_steps")
 # Of those, the ones a resume may change: how long the run goes on.
 LENGTH_OPTIONS = ("epochs", "max_steps")
 
@@ -167,10 +169,11 @@ NON_NEGATIVE = checked(float, lambda v: 0 <= v < math.inf, "a finite number, 0 o
 FRACTION = checked(float, lambda v: 0 <= v < 1, "a fraction from 0 up to (not including) 1")
 SEED = checked(int, lambda v: 0 <= v < 2**31, "a whole number from 0 to 2**31 - 1")
 PROBABILITY = checked(float, lambda v: 0 <= v <= 1, "a number from 0 to 1")
+SHARE = checked(float, lambda v: 0 < v <= 1, "a share above 0, up to 1")
 OPTION_TYPES = dict(input_size=POSITIVE_INT, dropout=FRACTION, widths=widths_list, hidden=POSITIVE_INT,
                     epochs=POSITIVE_INT, batch_size=POSITIVE_INT, lr=POSITIVE, weight_decay=NON_NEGATIVE,
-                    warmup_epochs=COUNT, val_fraction=FRACTION, seed=SEED, rotation=NON_NEGATIVE,
-                    photo_augment=PROBABILITY, photo_groups=photo_groups_list,
+                    warmup_epochs=COUNT, val_fraction=FRACTION, people=SHARE, seed=SEED,
+                    rotation=NON_NEGATIVE, photo_augment=PROBABILITY, photo_groups=photo_groups_list,
                     limit=COUNT, max_steps=COUNT, threads=COUNT, workers=COUNT)
 CHOICES = dict(arch=list(ARCHITECTURES), head=HEADS, loss=LOSSES, device=("auto", "cpu", "cuda"))
 
@@ -268,9 +271,11 @@ class KeypointLoss(torch.nn.Module):
         return f"{self.name!r}, input_size={self.input_size}"
 
 
-def split_by_person(csv_file, val_fraction, seed, limit=0, exclude=()):
+def split_by_person(csv_file, val_fraction, seed, limit=0, exclude=(), people_share=1.0):
     """Train/validation row indices, holding out whole people so validation is on unseen faces;
-    the people in `exclude` (the unseen-people split) are in neither."""
+    the people in `exclude` (the unseen-people split) are in neither. people_share < 1 trains on
+    that share of the remaining people only; the validation people stay the same, and for one seed
+    a smaller share's people are among a larger one's, so the runs of a learning curve compare."""
     names = list(read_keypoints_csv(csv_file).iloc[:, 0])
     if limit:
         names = names[:limit]
@@ -278,17 +283,20 @@ def split_by_person(csv_file, val_fraction, seed, limit=0, exclude=()):
     rng = np.random.default_rng(seed)
     held_out = set(rng.choice(people, size=int(round(len(people) * val_fraction)), replace=False))
     left_out = held_out | set(exclude)
+    if people_share < 1:  # drawn after validation's, so the default split is unchanged
+        train_people = rng.permutation(sorted(set(people) - held_out))
+        left_out |= set(train_people[max(1, round(len(train_people) * people_share)):])
     train = [i for i, n in enumerate(names) if identity_of(n) not in left_out]
     val = [i for i, n in enumerate(names) if identity_of(n) in held_out]
     return train, val
 
 
 def split_rows(args):
-    """The run's (training, validation) rows of the training CSV: --limit, --val-fraction and the
-    unseen people (left out unless --unseen) applied. Notebook 2 builds its datasets from them."""
+    """The run's (training, validation) rows of the training CSV: --limit, --val-fraction, --people
+    and the unseen people (left out unless --unseen) applied. Notebook 2 builds its datasets from them."""
     csv_file = os.path.join(args.data, "training_frames_keypoints.csv")
     exclude = () if args.unseen else unseen_people()
-    return split_by_person(csv_file, args.val_fraction, args.seed, args.limit, exclude)
+    return split_by_person(csv_file, args.val_fraction, args.seed, args.limit, exclude, args.people)
 
 
 def build_datasets(args, progress=False):
@@ -432,6 +440,7 @@ def read_checkpoint(path, mmap=False):
         ckpt["run_options"].setdefault("photo_augment", 0.0)    # or before --photo-augment
         ckpt["run_options"].setdefault("photo_groups", list(PHOTO_GROUPS))
         ckpt["run_options"].setdefault("head", None)             # or before --head (set on resume)
+        ckpt["run_options"].setdefault("people", 1.0)            # or before --people
     if missing or not set(RUN_OPTIONS) <= set(ckpt["run_options"]):
         raise TrainingError(f"{path}: not a checkpoint of this train.py (no "
                             f"{', '.join(missing) or 'options'}); delete it, or pick another --checkpoint")

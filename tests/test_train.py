@@ -201,6 +201,24 @@ def test_split_holds_out_whole_people(tiny_data):
     assert sorted(train_idx + val_idx) == list(range(len(names)))
 
 
+def test_a_share_of_the_people_trains_and_validation_stays(tmp_path):
+    csv_file = tmp_path / "training_frames_keypoints.csv"
+    rows = [f"Person_{p}_{i:02d}.jpg," + ",".join(["50.0"] * 136) for p in range(20) for i in range(2)]
+    csv_file.write_text("," + ",".join(map(str, range(136))) + "\n" + "\n".join(rows) + "\n")
+    people = lambda idx: {f"Person_{i // 2}" for i in idx}  # noqa: E731
+    everyone, val = train.split_by_person(str(csv_file), 0.2, 7)
+    half, val_half = train.split_by_person(str(csv_file), 0.2, 7, people_share=0.5)
+    quarter, val_quarter = train.split_by_person(str(csv_file), 0.2, 7, people_share=0.25)
+    assert val == val_half == val_quarter and len(people(val)) == 4      # the same validation people
+    assert [len(people(idx)) for idx in (everyone, half, quarter)] == [16, 8, 4]
+    assert people(quarter) < people(half) < people(everyone)              # nested: a learning curve
+    assert all(len(idx) == 2 * len(people(idx)) for idx in (half, quarter))  # whole people, every image
+    assert train.parse_args(["--people", "0.5"]).people == 0.5
+    for bad in ("0", "1.5", "nan"):
+        with pytest.raises(SystemExit):
+            train.parse_args(["--people", bad])
+
+
 def test_missing_data_is_a_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train.main(["--data", str(tmp_path / "nowhere"), "--no-progress"])
