@@ -146,10 +146,12 @@ def test_photo_augment_is_checked_and_reaches_the_training_set_only(tiny_data, t
     assert set(default_set.transform.photo_p.values()) == {0.0}
 
     # A checkpoint written before these options continues as a run without them.
-    old = {name: train.DEFAULTS[name] for name in train.RUN_OPTIONS if not name.startswith("photo_")}
+    old = {name: train.DEFAULTS[name] for name in train.RUN_OPTIONS
+           if not name.startswith("photo_") and name != "people"}
     torch.save({**dict.fromkeys(train.CHECKPOINT_KEYS, 0), "run_options": old}, tmp_path / "old.ckpt")
     saved = train.read_checkpoint(str(tmp_path / "old.ckpt"))["run_options"]
     assert saved["photo_augment"] == 0.0 and saved["photo_groups"] == list(PHOTO_GROUPS)
+    assert saved["people"] == 1.0                                       # before --people: everyone
     assert train.parse_args([]).photo_groups == saved["photo_groups"]  # = the default: resumes
 
 
