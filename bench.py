@@ -56,10 +56,10 @@ from tqdm import tqdm
 import evaluate
 import export
 import train
-from backends import DEFAULT_MODEL, OnnxModel, TorchModel, predict_normalized, sha256
-from detect import FaceDetector, KeypointDetector
-from face_crop import keypoints_to_box, transform_points
-from media import (
+from facial_keypoints.backends import DEFAULT_MODEL, OnnxModel, TorchModel, predict_normalized, sha256
+from facial_keypoints.detect import FaceDetector, KeypointDetector
+from facial_keypoints.face_crop import keypoints_to_box, transform_points
+from facial_keypoints.media import (
     DataError,
     OneLineParser,
     data_path,
@@ -69,9 +69,9 @@ from media import (
     to_gray,
     unseen_people,
 )
+from facial_keypoints.tracking import FaceTracker
 from metrics import format_summary, summarize
 from models import ModelFileError
-from tracking import FaceTracker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 INSTALL_HINT = "pip install -r requirements-bench.txt (or run `make bench`)"

@@ -30,11 +30,9 @@ from functools import partial
 import cv2
 from tqdm import tqdm
 
-import detect
-import media
-import runner
-from backends import limit_threads, sha256
-from media import DataError, OneLineParser
+from facial_keypoints import detect, media, runner
+from facial_keypoints.backends import limit_threads, sha256
+from facial_keypoints.media import DataError, OneLineParser
 
 try:
     import distributed

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from face_crop import (
+from facial_keypoints.face_crop import (
     FLIP_PERMUTATION,
     HAAR_BOX_SPREAD,
     NUM_KEYPOINTS,
@@ -33,7 +33,7 @@ from face_crop import (
     transform_points,
     warp_face,
 )
-from media import load_image, read_keypoints_csv, to_gray
+from facial_keypoints.media import load_image, read_keypoints_csv, to_gray
 
 
 class FacialKeypointsDataset(Dataset):

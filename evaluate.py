@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from backends import BACKENDS
-from detect import CROP_SHIFTS, MAX_FLIP_DISAGREEMENT, KeypointDetector
-from face_crop import keypoints_to_box, transform_points
-from media import (
+from facial_keypoints.backends import BACKENDS
+from facial_keypoints.detect import CROP_SHIFTS, MAX_FLIP_DISAGREEMENT, KeypointDetector
+from facial_keypoints.face_crop import keypoints_to_box, transform_points
+from facial_keypoints.media import (
     DataError,
     OneLineParser,
     check_writable,

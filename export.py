@@ -1,7 +1,7 @@
 """Export the keypoint model to ONNX, for onnxruntime and anything else that runs ONNX.
 
-    python export.py             # saved_models/keypoints_model.pt -> saved_models/keypoints_model.onnx
-                                 #   and its int8 copy, saved_models/keypoints_model.int8.onnx
+    python export.py             # the shipped facial_keypoints/saved_models/keypoints_model.pt ->
+                                 #   keypoints_model.onnx and its int8 copy keypoints_model.int8.onnx
     python export.py --model saved_models/trained_model.pt --out /tmp/trained_model.onnx --no-int8
 
 The ONNX model takes what the PyTorch model takes, float32 face crops `crops` of shape
@@ -34,9 +34,16 @@ import time
 import numpy as np
 import torch
 
-from backends import DEFAULT_MODEL, DEFAULT_ONNX_MODEL, OnnxModel, TorchModel, predict_normalized, sha256
 from data_load import CachedFaceDataset
-from media import DataError, OneLineParser, data_path, read_keypoints_csv
+from facial_keypoints.backends import (
+    DEFAULT_MODEL,
+    DEFAULT_ONNX_MODEL,
+    OnnxModel,
+    TorchModel,
+    predict_normalized,
+    sha256,
+)
+from facial_keypoints.media import DataError, OneLineParser, data_path, read_keypoints_csv
 from metrics import nme_per_face
 from models import ModelFileError, load_model
 

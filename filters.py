@@ -22,11 +22,11 @@ from functools import partial
 import cv2
 import numpy as np
 
-from detect import FaceDetector, KeypointDetector
-from face_crop import transform_points
+from facial_keypoints.detect import FaceDetector, KeypointDetector
+from facial_keypoints.face_crop import transform_points
+from facial_keypoints.media import Input, OneLineParser, Outputs
+from facial_keypoints.runner import Action, add_input_options, check_input_options, process_video, run
 from make_overlays import DRAWINGS, draw_overlay
-from media import Input, OneLineParser, Outputs
-from runner import Action, add_input_options, check_input_options, process_video, run
 
 FILTERS = tuple(DRAWINGS)
 

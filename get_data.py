@@ -22,7 +22,7 @@ import zlib
 
 from tqdm import tqdm
 
-from media import DataError, OneLineParser, data_dir, read_keypoints_csv
+from facial_keypoints.media import DataError, OneLineParser, data_dir, read_keypoints_csv
 
 COURSE_URL = ("https://s3.amazonaws.com/video.udacity-data.com/topher/2018/May/"
               "5aea1b91_train-test-data/train-test-data.zip")

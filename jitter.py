@@ -22,10 +22,10 @@ import cv2
 import numpy as np
 import torch
 
-from backends import DEFAULT_MODEL
-from detect import FaceDetector, KeypointDetector
-from media import OneLineParser
-from tracking import FaceTracker
+from facial_keypoints.backends import DEFAULT_MODEL
+from facial_keypoints.detect import FaceDetector, KeypointDetector
+from facial_keypoints.media import OneLineParser
+from facial_keypoints.tracking import FaceTracker
 
 FRAME_SIZE = (640, 480)
 

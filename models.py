@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from face_crop import NUM_KEYPOINTS
+from facial_keypoints.face_crop import NUM_KEYPOINTS
 
 NUM_OUTPUTS = 2 * NUM_KEYPOINTS  # 68 keypoints x (x, y)
 HEADS = ("regression", "heatmap", "integral")

@@ -3,7 +3,7 @@
     python train.py                                  # the default run: a few minutes on a laptop CPU
     python train.py --epochs 200 --out saved_models/long.pt
     python train.py --resume                         # continue an interrupted run
-    python train.py --init saved_models/keypoints_model.pt --lr 1e-3   # fine-tune a saved model
+    python train.py --init facial_keypoints/saved_models/keypoints_model.pt --lr 1e-3   # fine-tune
     torchrun --nproc_per_node 2 train.py             # the same script, several processes (DDP)
 
 Every default below can be overridden on the command line (`--batch-size 128`). Each image is
@@ -43,8 +43,8 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from data_load import PHOTO_GROUPS, CachedFaceDataset, photo_options
-from face_crop import CROP_MARGIN, CROP_SHIFT
-from media import (
+from facial_keypoints.face_crop import CROP_MARGIN, CROP_SHIFT
+from facial_keypoints.media import (
     DataError,
     OneLineParser,
     check_writable,
@@ -98,7 +98,7 @@ DEFAULTS = dict(
     workers=0,             # DataLoader worker processes preparing crops (0 = in the training process)
     device="auto",         # auto (CUDA when available, else CPU) | cpu | cuda
     data=None,             # dataset folder (default: $FKP_DATA, else ./data)
-    out="saved_models/trained_model.pt",  # the shipped model is saved_models/keypoints_model.pt
+    out="saved_models/trained_model.pt",  # the tool's shipped model: facial_keypoints/saved_models/
     checkpoint=None,       # default: <out>.ckpt
     resume=False,
     progress=True,

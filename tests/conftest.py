@@ -7,8 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-import media
+from facial_keypoints import media
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSV_FILES = {"training": "training_frames_keypoints.csv", "test": "test_frames_keypoints.csv"}
 
 
@@ -100,6 +101,27 @@ def tiny_dataset(tmp_path):
     """A tiny course-layout dataset in a temporary folder: (folder, expected row counts)."""
     root = tmp_path / "tiny-data"
     return str(root), write_course_dataset(str(root))
+
+
+def project_modules_in(path, package=None):
+    """The modules the Python file at `path` imports, at the top or inside a function, by their
+    dotted names: `from facial_keypoints import media` and `from .media import X` (in `package`)
+    are both "facial_keypoints.media"; `import models` is "models"."""
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            module = f"{package}.{node.module or ''}".rstrip(".") if node.level else node.module
+            folder = os.path.join(ROOT, *module.split("."))
+            submodules = {alias.name for alias in node.names
+                          if os.path.isfile(os.path.join(folder, alias.name + ".py"))}
+            names |= {f"{module}.{name}" for name in submodules}
+            if len(submodules) < len(node.names):  # names defined by the module itself
+                names.add(module)
+    return names
 
 
 def imports_in(path):

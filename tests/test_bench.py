@@ -17,7 +17,8 @@ from conftest import CSV_FILES, face_keypoints, write_course_dataset
 
 import bench
 import evaluate
-from media import load_image, read_keypoints_csv
+from facial_keypoints import backends
+from facial_keypoints.media import load_image, read_keypoints_csv
 from metrics import nme_per_face, summarize
 
 DLIB_MISSING = "dlib is not installed (pip install -r requirements-bench.txt)"
@@ -546,7 +547,7 @@ def test_full_training_run_writes_to_a_temporary_folder(monkeypatch):
     assert os.path.basename(command[1]) == "train.py" and seen["check"]
     out = command[command.index("--out") + 1]
     assert seen["out_folder_existed"] and not os.path.exists(os.path.dirname(out))  # removed afterwards
-    shipped = os.path.join(bench.HERE, "saved_models", "keypoints_model.pt")
+    shipped = backends.DEFAULT_MODEL
     assert os.path.realpath(out) != os.path.realpath(shipped)
     assert not {"--epochs", "--batch-size", "--lr", "--limit", "--max-steps"} & set(command)  # the defaults
 
@@ -554,7 +555,7 @@ def test_full_training_run_writes_to_a_temporary_folder(monkeypatch):
 def test_forward_rows_only_for_up_to_date_exports(tmp_path):
     """The shipped .onnx and .int8.onnx are timed beside the shipped .pt; a missing or unreadable
     file or an export of another model file gives no row and says why."""
-    shipped_pt = os.path.join(bench.HERE, "saved_models", "keypoints_model.pt")
+    shipped_pt = backends.DEFAULT_MODEL
     models, notes = bench.forward_models(shipped_pt, threads=1)
     assert sorted(models) == ["int8", "onnx", "torch"] and notes == []
     assert all(m.meta["input_size"] == 112 for m in models.values())
@@ -562,7 +563,7 @@ def test_forward_rows_only_for_up_to_date_exports(tmp_path):
     shutil.copy(shipped_pt, other)
     with open(other, "ab") as f:
         f.write(b"\0")  # the same network, another file: its exports are not these
-    shutil.copy(os.path.join(bench.HERE, "saved_models", "keypoints_model.onnx"), tmp_path)
+    shutil.copy(backends.DEFAULT_ONNX_MODEL, tmp_path)
     (tmp_path / "keypoints_model.int8.onnx").write_bytes(b"not a model")
     models, notes = bench.forward_models(str(other), threads=1)
     assert sorted(models) == ["torch"]

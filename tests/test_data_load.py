@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader
 from torchvision import transforms, tv_tensors
 from torchvision.transforms import v2
 
-import media
 from data_load import (
     PHOTO_GROUPS,
     CachedFaceDataset,
@@ -35,7 +34,8 @@ from data_load import (
     crop_to_tensor,
     photo_options,
 )
-from face_crop import (
+from facial_keypoints import media
+from facial_keypoints.face_crop import (
     FLIP_PERMUTATION,
     crop_matrix,
     denormalize_keypoints,
@@ -44,7 +44,7 @@ from face_crop import (
     transform_points,
     warp_face,
 )
-from media import DataError, load_image
+from facial_keypoints.media import DataError, load_image
 
 TOLERANCE = 1.5  # px, as the issue asks
 

@@ -12,11 +12,8 @@ import pytest
 from conftest import face_keypoints
 from skimage import data
 
-import detect
-import face_crop
-import media
-import tracking
-from media import data_path, load_image, read_keypoints_csv
+from facial_keypoints import detect, face_crop, media, tracking
+from facial_keypoints.media import data_path, load_image, read_keypoints_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DETECT_PY = os.path.join(ROOT, "detect.py")

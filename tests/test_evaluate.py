@@ -221,7 +221,7 @@ class RecordingDetector:
 def test_predict_dataset_rotates_then_degrades_each_image(tiny_dataset):
     import os
 
-    from media import load_image, to_gray
+    from facial_keypoints.media import load_image, to_gray
 
     folder, _ = tiny_dataset
     csv_file, images = os.path.join(folder, "test_frames_keypoints.csv"), os.path.join(folder, "test")

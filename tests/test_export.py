@@ -13,15 +13,14 @@ import pytest
 import torch
 from skimage import data
 
-import backends
-import detect
 import evaluate
 import export
+from facial_keypoints import backends, detect
 from models import Net, save_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHIPPED_PT = os.path.join(ROOT, "saved_models", "keypoints_model.pt")
-SHIPPED_ONNX = os.path.join(ROOT, "saved_models", "keypoints_model.onnx")
+SHIPPED_PT = os.path.join(ROOT, "facial_keypoints", "saved_models", "keypoints_model.pt")
+SHIPPED_ONNX = os.path.join(ROOT, "facial_keypoints", "saved_models", "keypoints_model.onnx")
 
 
 def python(code, timeout=300):
@@ -116,7 +115,7 @@ def test_onnx_backend_runs_the_pipeline_without_pytorch():
     result = python(
         "import json, sys\n"
         "from skimage import data\n"
-        "import detect, tracking\n"
+        "from facial_keypoints import detect, tracking\n"
         "detector = detect.KeypointDetector(backend='onnx')\n"
         "faces = detector.detect(data.astronaut())\n"
         "refined = detect.KeypointDetector(backend='onnx', refine=True).detect(data.astronaut())\n"
@@ -135,7 +134,9 @@ def test_onnx_backend_runs_the_pipeline_without_pytorch():
     np.testing.assert_allclose(onnx_refined[0], torch_refined[0].keypoints, atol=0.05)
 
 
-@pytest.mark.parametrize("module", ["face_crop", "media", "metrics", "backends", "tracking", "detect",
+@pytest.mark.parametrize("module", ["facial_keypoints", "facial_keypoints.face_crop",
+                                    "facial_keypoints.media", "metrics", "facial_keypoints.backends",
+                                    "facial_keypoints.tracking", "facial_keypoints.detect", "detect",
                                     "filters", "get_data"])
 def test_modules_below_training_import_no_pytorch(module):
     result = python(f"import sys, {module}; assert 'torch' not in sys.modules, 'torch loaded'")
@@ -143,7 +144,7 @@ def test_modules_below_training_import_no_pytorch(module):
 
 
 def test_onnx_backend_runs_without_pytorch():
-    script = ("import sys, detect; from skimage import data; "
+    script = ("import sys; from facial_keypoints import detect; from skimage import data; "
               "faces = detect.KeypointDetector(backend='onnx').detect(data.astronaut()); "
               "assert len(faces) == 1; assert 'torch' not in sys.modules, 'torch loaded'")
     result = python(script)

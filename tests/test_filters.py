@@ -16,10 +16,10 @@ from skimage import data
 
 import filters
 import make_overlays
-from face_crop import transform_points
+from facial_keypoints.face_crop import transform_points
+from facial_keypoints.media import Face, read_keypoints_csv
 from filters import FILTERS, apply_filter, overlay_matrix, overlay_rgba, similarity_matrix
 from make_overlays import CANONICAL_FACE, Overlay, draw_overlay
-from media import Face, read_keypoints_csv
 from models import build_model, save_model
 
 TOLERANCE = 2.0  # px, as the issue asks

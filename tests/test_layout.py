@@ -1,29 +1,44 @@
 """The house: each module imports only modules below it (README's Layout table, bottom first).
-Inference never imports training, benchmark or filter code; training imports no inference module."""
+Inference (the facial_keypoints package) never imports training, benchmark or filter code, and
+needs no root module but models.py, which only its torch backend loads; training imports no
+inference module. The package is one import name: nothing else of the project is installed."""
 
 import os
 
 import pytest
-from conftest import imports_in
+from conftest import project_modules_in
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = "facial_keypoints"
 # Bottom to top: a module may import those listed before it, never one after it.
-LAYERS = ["face_crop", "models", "metrics", "make_overlays", "media", "data_load", "backends", "tracking",
-          "runner", "detect", "train", "evaluate", "export", "filters", "cluster", "jitter", "get_data",
-          "bench"]
-INFERENCE = {"media", "backends", "tracking", "runner", "detect", "cluster"}
-NOT_FOR_INFERENCE = {"train", "bench", "filters", "evaluate", "export", "jitter", "get_data", "data_load"}
-NOT_FOR_TRAINING = {"backends", "tracking", "runner", "detect", "evaluate", "filters", "export", "bench",
-                    "jitter"}
+LAYERS = ["facial_keypoints.face_crop", "models", "metrics", "make_overlays", "facial_keypoints.media",
+          "data_load", "facial_keypoints.backends", "facial_keypoints.tracking", "facial_keypoints.runner",
+          "facial_keypoints.detect", "facial_keypoints", "facial_keypoints.__main__", "detect", "train",
+          "evaluate", "export", "filters", "cluster", "jitter", "get_data", "bench"]
+INFERENCE = {name for name in LAYERS if name.startswith(PACKAGE)} | {"cluster"}
+NOT_FOR_INFERENCE = {"train", "bench", "filters", "evaluate", "export", "jitter", "get_data", "data_load",
+                     "metrics", "make_overlays"}
+NOT_FOR_TRAINING = {"facial_keypoints.backends", "facial_keypoints.tracking", "facial_keypoints.runner",
+                    "facial_keypoints.detect", "detect", "evaluate", "filters", "export", "bench", "jitter"}
+
+
+def path_of(module):
+    parts = module.split(".")
+    if parts == [PACKAGE]:
+        return os.path.join(ROOT, PACKAGE, "__init__.py")
+    return os.path.join(ROOT, *parts) + ".py"
 
 
 def project_imports(module):
-    """Every project module that `module`.py imports, at the top or inside a function."""
-    return imports_in(os.path.join(ROOT, module + ".py")) & set(LAYERS)
+    """Every project module that `module` imports, at the top or inside a function."""
+    package = PACKAGE if module.startswith(PACKAGE) else None
+    return project_modules_in(path_of(module), package) & set(LAYERS)
 
 
 def test_every_module_is_in_the_layout():
     modules = {name[:-3] for name in os.listdir(ROOT) if name.endswith(".py")}
+    modules |= {f"{PACKAGE}.{name[:-3]}" for name in os.listdir(os.path.join(ROOT, PACKAGE))
+                if name.endswith(".py") and name != "__init__.py"} | {PACKAGE}
     assert modules == set(LAYERS)
 
 
@@ -33,5 +48,7 @@ def test_a_module_imports_only_modules_below_it(module):
     assert project_imports(module) <= below, project_imports(module) - below
     if module in INFERENCE:
         assert not project_imports(module) & NOT_FOR_INFERENCE
+    if module.startswith(PACKAGE):  # what `pip install .` brings runs without the clone
+        assert project_imports(module) - {"models"} <= INFERENCE, project_imports(module)
     if module == "train":
         assert not project_imports(module) & NOT_FOR_TRAINING

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image, ImageOps
 from skimage import data
 
-import media
-from media import DataError, load_image, read_keypoints_csv
+from facial_keypoints import media
+from facial_keypoints.media import DataError, load_image, read_keypoints_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXIF_ORIENTATION = 0x0112
@@ -176,7 +176,8 @@ def test_filters_into_its_own_input_folder_overwrites_nothing(tmp_path):
 
 def test_export_refuses_to_write_over_its_own_model(tmp_path):
     model = tmp_path / "m.pt"
-    model.write_bytes(open(os.path.join(ROOT, "saved_models", "keypoints_model.pt"), "rb").read())
+    shipped = os.path.join(ROOT, "facial_keypoints", "saved_models", "keypoints_model.pt")
+    model.write_bytes(open(shipped, "rb").read())
     before = sha256(model)
     result = run_script("export.py", "--model", "m.pt", "--out", "m.pt", cwd=tmp_path)
     assert result.returncode == 2 and "--out m.pt is the PyTorch model itself" in result.stderr

@@ -17,37 +17,18 @@ import zipfile
 import cv2
 import numpy as np
 import pytest
-from conftest import imports_in
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODULES = {name[:-3] for name in os.listdir(ROOT) if name.endswith(".py")}
-# Training, evaluation, benchmark and filter code is not installed (generic top-level names).
-NOT_INSTALLED = {"train", "evaluate", "export", "bench", "jitter", "get_data", "data_load", "metrics",
-                 "filters", "make_overlays"}
+PACKAGE = "facial_keypoints"
+SHIPPED = ("keypoints_model.pt", "keypoints_model.onnx", "keypoints_model.int8.onnx")
 # What inference on onnxruntime needs: all that `pip install .` brings.
 LIGHT = {"numpy", "opencv-python-headless", "onnxruntime", "pillow", "tqdm"}
 # Pins in requirements.txt for the tests and the build only, in neither the package nor [train].
 TOOLS = {"pytest", "ruff", "hatchling"}
 # --json rounds pixels to 2 decimals: the same computation may land either side of a rounding step.
 ATOL_PX = 0.015
-
-
-def imports_of(module):
-    """The project modules `module`.py imports, at the top or inside a function."""
-    return imports_in(os.path.join(ROOT, module + ".py")) & MODULES
-
-
-def needed_by(module):
-    """`module` and every project module it imports, directly or through another."""
-    needed, todo = set(), [module]
-    while todo:
-        name = todo.pop()
-        if name not in needed:
-            needed.add(name)
-            todo.extend(imports_of(name))
-    return needed
 
 
 def run(command, **kwargs):
@@ -76,20 +57,21 @@ def photo(tmp_path_factory):
     return path
 
 
-def test_the_wheel_holds_the_detector_and_the_shipped_model(wheel):
+def test_the_wheel_holds_one_package_with_the_shipped_model(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for module in needed_by("detect") | {"models"}:  # models: the torch backend, imported lazily
-        assert f"{module}.py" in names, f"{module}.py (needed by detect.py): add it to pyproject.toml"
-    assert not {f"{module}.py" for module in NOT_INSTALLED} & names
-    models = ("keypoints_model.pt", "keypoints_model.onnx", "keypoints_model.int8.onnx")
-    assert {f"saved_models/{name}" for name in models} <= names
-    shipped = {name for name in names if name.startswith("saved_models/")}
-    assert all(name.endswith(".onnx") for name in shipped - {"saved_models/keypoints_model.pt"}), shipped
-    for name in models:  # the repository's files, whole
-        with open(os.path.join(ROOT, "saved_models", name), "rb") as f:
-            assert zipfile.ZipFile(wheel).read(f"saved_models/{name}") == f.read()
+    top = {name.split("/")[0] for name in names}
+    (dist_info,) = top - {PACKAGE}
+    assert top == {PACKAGE, dist_info} and dist_info.endswith(".dist-info"), top
+    modules = {name for name in os.listdir(os.path.join(ROOT, PACKAGE)) if name.endswith(".py")}
+    assert {f"{PACKAGE}/{name}" for name in modules} <= names
+    shipped = {name for name in names if name.startswith(f"{PACKAGE}/saved_models/")}
+    assert shipped == {f"{PACKAGE}/saved_models/{name}" for name in SHIPPED}, shipped
+    for name in SHIPPED:  # the repository's files, whole
+        with open(os.path.join(ROOT, PACKAGE, "saved_models", name), "rb") as f:
+            assert zipfile.ZipFile(wheel).read(f"{PACKAGE}/saved_models/{name}") == f.read()
     (entry_points,) = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
-    assert "facial-keypoints = detect:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    entry = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "facial-keypoints = facial_keypoints.detect:main" in entry
 
 
 def test_the_package_requirements_hold_the_pins():
@@ -116,7 +98,7 @@ def test_the_package_requirements_hold_the_pins():
     assert set(pins) == LIGHT | {canonicalize_name(r.name) for r in train} | TOOLS
     # An unpinned torch from PyPI is gigabytes of CUDA wheels: [train] asks for the pinned ones.
     assert {f"{name}=={pins[name]}" for name in ("torch", "torchvision")} <= {str(r) for r in train}
-    assert project["scripts"] == {"facial-keypoints": "detect:main"}
+    assert project["scripts"] == {"facial-keypoints": "facial_keypoints.detect:main"}
 
 
 def clean_env():
@@ -155,9 +137,15 @@ def test_the_light_install_runs_without_torch_and_matches_detect_py(wheel, photo
                               cwd=tmp_path)
     assert no_torch.returncode != 0 and "No module named 'torch'" in no_torch.stderr
     # The command's modules and model are the installed ones, not the repository's.
-    code = "import backends, detect; print(detect.__file__, backends.DEFAULT_ONNX_MODEL)"
+    code = ("from facial_keypoints import backends, detect; "
+            "print(detect.__file__, backends.DEFAULT_ONNX_MODEL)")
     where = run([python, "-c", code], env=env, cwd=tmp_path).stdout.split()
     assert all(path.startswith(str(tmp_path / "venv")) and os.path.isfile(path) for path in where), where
+    # The documented API: one detector class and an image loader.
+    code = ("from facial_keypoints import KeypointDetector, load_image; import sys; "
+            "faces = KeypointDetector().detect(load_image(sys.argv[1])); "
+            "print(len(faces) > 0, faces[0].keypoints.shape)")
+    assert run([python, "-c", code, str(photo)], env=env, cwd=tmp_path).stdout.strip() == "True (68, 2)"
 
     # Both on the default backend ("auto"): onnxruntime, the shipped int8 copy.
     run([str(bin_dir / "facial-keypoints"), str(photo), "--json", "light.jsonl", "--out", "light"],

@@ -10,8 +10,8 @@ import torch
 from conftest import face_keypoints
 
 import evaluate
-import media
 import train
+from facial_keypoints import media
 
 UNSEEN = sorted(media.unseen_people())
 

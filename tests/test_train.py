@@ -276,8 +276,8 @@ def test_inference_copy_merges_batch_norm_and_predicts_the_same():
 
 
 def test_shipped_model_loads_and_predicts_inside_the_crop(dataset_dir):
-    model, meta = load_model("saved_models/keypoints_model.pt")
-    assert os.path.getsize("saved_models/keypoints_model.pt") < 5_000_000
+    model, meta = load_model("facial_keypoints/saved_models/keypoints_model.pt")
+    assert os.path.getsize("facial_keypoints/saved_models/keypoints_model.pt") < 5_000_000
     frame = pd.read_csv(os.path.join(dataset_dir, "test_frames_keypoints.csv"))
     crop = FaceCropAugment(meta["input_size"], train=False)
     for i in range(5):

@@ -15,10 +15,8 @@ import pytest
 import torch
 from skimage import data
 
-import backends
-import detect
 import export
-import media
+from facial_keypoints import backends, detect, media
 from models import Net, save_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,12 +80,12 @@ def test_filters_run_on_workers(tmp_path):
 def test_a_worker_that_dies_is_one_line(tmp_path):
     photo_folder(tmp_path / "photos")
     (tmp_path / "dying.py").write_text(
-        "import multiprocessing, os, detect\n"
+        "import multiprocessing, os\nfrom facial_keypoints import detect\n"
         "def make(args):  # dies in each worker process, as if killed for memory\n"
         "    if multiprocessing.parent_process() is not None:\n"
         "        os._exit(3)\n"
         "    return detect.build_detector(args)\n")
-    code = ("import functools, sys, detect, dying, media, runner\n"
+    code = ("import functools, sys, dying\nfrom facial_keypoints import detect, media, runner\n"
             "args = detect.parse_args(['photos', '--workers', '2', '--out', 'out'])\n"
             "action = runner.Action(media.draw_faces)\n"
             "sys.exit(runner.run(args, functools.partial(dying.make, args), action))\n")

@@ -2,8 +2,8 @@
 face crops in [0, 1] goes in, a (N, 136) array of keypoints normalised to [-1, 1] comes out.
 
     model = load_backend()           # "auto": onnxruntime when installed and the export matches the .pt
-    model = load_backend("torch")    # saved_models/keypoints_model.pt on PyTorch (models.load_model)
-    model = load_backend("onnx")     # saved_models/keypoints_model.onnx on onnxruntime (export.py)
+    model = load_backend("torch")    # the shipped .pt on PyTorch (models.load_model)
+    model = load_backend("onnx")     # its ONNX export on onnxruntime (export.py)
     keypoints = predict_normalized(model, crops, flip_average=True)   # (N, 68, 2)
 
 PyTorch is imported only by the torch backend: the onnx backend needs NumPy and onnxruntime.
@@ -18,9 +18,10 @@ import sys
 
 import numpy as np
 
-from face_crop import FLIP_PERMUTATION, NUM_KEYPOINTS
-from media import DataError
+from .face_crop import FLIP_PERMUTATION, NUM_KEYPOINTS
+from .media import DataError
 
+# The shipped model lives inside the package, so that `pip install` brings it.
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MODEL = os.path.join(HERE, "saved_models", "keypoints_model.pt")
 DEFAULT_ONNX_MODEL = os.path.join(HERE, "saved_models", "keypoints_model.onnx")  # python export.py

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from face_crop import NUM_KEYPOINTS, eye_roll
+from .face_crop import NUM_KEYPOINTS, eye_roll
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
@@ -69,7 +69,9 @@ def identity_of(image_name):
 
 
 # The unseen-people split: people whose images (in both CSVs) no default training run sees.
-UNSEEN_PEOPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "splits", "unseen_people.txt")
+# In a clone, beside the package (train.py and evaluate.py read it; they run from a clone).
+UNSEEN_PEOPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "splits",
+                             "unseen_people.txt")
 
 
 def unseen_people(path=UNSEEN_PEOPLE):

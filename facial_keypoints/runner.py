@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import cv2
 from tqdm import tqdm
 
-import media
-from backends import BACKENDS, limit_threads
-from media import DataError
-from tracking import FaceTracker
+from . import media
+from .backends import BACKENDS, limit_threads
+from .media import DataError
+from .tracking import FaceTracker
 
 MAX_WORKERS = 8  # past this, workers mostly wait for the disk and each holds its own model
 
@@ -239,8 +239,8 @@ def add_input_options(parser, detect_every):
                         help="run the network on PyTorch (.pt) or onnxruntime (.onnx, no PyTorch needed); "
                              "auto: onnxruntime when installed and its export matches the .pt")
     parser.add_argument("--model", default=None,
-                        help="model file (default: the shipped model, saved_models/keypoints_model.pt "
-                             "or its .onnx export)")
+                        help="model file (default: the shipped model, facial_keypoints/saved_models/"
+                             "keypoints_model.pt or its .onnx export)")
     parser.add_argument("--camera", type=int, default=None, metavar="N", help="read camera N (Ctrl-C stops)")
     parser.add_argument("--detect-every", type=int, default=detect_every, metavar="K",
                         help="video: run the Haar cascade every K frames, track in between")

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import media
-from face_crop import angle_between, box_iou, box_moved, upright_box
-from media import Face
+from . import media
+from .face_crop import angle_between, box_iou, box_moved, upright_box
+from .media import Face
 
 
 class OneEuroFilter:

@@ -1,0 +1,371 @@
+"""Find every face in an image or video and predict its 68 keypoints.
+
+    python detect.py                                  # scikit-image's astronaut -> outputs/astronaut.jpg
+    python detect.py photo.jpg photos/ clip.mp4 --json keypoints.jsonl
+    python detect.py --camera 0 --out outputs/
+    python detect.py photos/ --workers 2 --json k.jsonl   # two processes for the folder's images
+    python detect.py photo.jpg --backend torch        # PyTorch instead of onnxruntime
+
+As a library:
+
+    detector = KeypointDetector()          # loads the shipped model and the Haar cascade, once
+    detector = KeypointDetector(backend="torch")   # force PyTorch (default "auto": onnxruntime when
+                                                   # installed and its export matches the .pt)
+    faces = detector.detect(rgb_image)     # [Face(box=(x, y, w, h), keypoints=(68, 2))], image pixels
+    tracker = FaceTracker(detector, fps=30)        # tracking.py: the same, per video frame
+
+Faces come from OpenCV's frontal-face Haar cascade (the course's detector); each box becomes the
+same crop the network was trained on (face_crop.crop_matrix), all faces of an image go through
+the CNN as one batch (backends.py: PyTorch or onnxruntime), and the keypoints are mapped back to
+image pixels. A tilted head is found in a turned copy of the image and cropped turned, so the
+network sees it upright. Videos are tracked (tracking.py); files in and out are media.py's job.
+"""
+
+import os
+import sys
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from functools import partial
+
+import cv2
+import numpy as np
+
+from . import media, runner
+from .backends import load_backend, predict_both_ways, predict_normalized
+from .face_crop import (
+    box_for_crop_centre,
+    box_iou,
+    crop_centre,
+    crop_matrix,
+    denormalize_keypoints,
+    invert_matrix,
+    transform_points,
+    upright_box,
+    warp_face,
+)
+from .media import Face, OneLineParser
+
+# rank_by_symmetry: how much one unit of the cascade's level weight counts against the network's
+# flip disagreement (normalised coordinates); a tie-break, chosen on the test set (0.002-0.008 alike).
+WEIGHT_SHARE = 0.004
+# The face check: on a face, the network reads a crop and its mirror image alike; on what is no
+# face (an ear, a collar, a tie, a head seen side-on) the two readings disagree. The limit is the
+# mean |difference| in normalised crop coordinates (1 = half the crop side), set above what the
+# labelled faces of the test and unseen sets, turned and degraded, give, all but one (README, Limits).
+MAX_FLIP_DISAGREEMENT = 0.06
+# The last crop of each face is cut five times, moved by these fractions of the box side (x, y):
+# the network's error differs a little from crop to crop, and the mean of five readings has about
+# 1.5 % lower NME than one (0.06-0.09 points, README, Deploy) for four more flip-averaged passes
+# per face. The first, unmoved crop is the one the face check reads.
+CROP_SHIFTS = ((0.0, 0.0), (0.03, 0.0), (-0.03, 0.0), (0.0, 0.03), (0.0, -0.03))
+HAAR_CASCADE = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
+
+
+class FaceDetector:
+    """OpenCV's Haar frontal-face cascade, for faces at any roll up to about 60 degrees. Images
+    larger than `max_side` are downscaled for detection only; boxes come back in original pixels.
+
+    The cascade knows upright faces only, so it also runs on copies of the image turned by each of
+    `rotations` degrees: a tilted head is upright in one of them. A face found in several copies
+    is kept where the cascade was surest of it (its level weight; KeypointDetector.find_faces asks
+    the network instead), and a box that covers more than `overlap` of a surer one (or of itself)
+    is dropped as the same face (two real faces overlapping that much lose one). `find` gives each face's box
+    and the angle of the copy it was found in (its rough roll: its crop is turned by that angle);
+    `__call__` gives the boxes alone. When no copy has a face, a more sensitive upright pass
+    (`retry`: finer scale steps, fewer neighbours) runs before giving up.
+    """
+
+    ROTATIONS = (-22.5, 22.5, -45.0, 45.0)  # the cascade finds faces within ~15 degrees of upright
+
+    def __init__(self, scale_factor=1.2, min_neighbors=2, min_size=30, max_side=1024,
+                 cascade=HAAR_CASCADE, retry=(1.05, 1), rotations=ROTATIONS, overlap=0.3,
+                 upright_bonus=1.0):
+        self.cascade = cv2.CascadeClassifier(cascade)
+        if self.cascade.empty():
+            raise RuntimeError(f"{cascade}: could not load the Haar cascade")
+        self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
+        self.min_size, self.max_side, self.retry, self.rotations = min_size, max_side, retry, rotations
+        self.overlap, self.upright_bonus = overlap, upright_bonus
+
+    def find(self, gray, rotations=None, coarse=()):
+        """(boxes (N, 4) x, y, w, h in image pixels, angles (N,) in degrees); `rotations`
+        overrides self.rotations for this call, and the copies turned by `coarse` angles are
+        searched at half resolution (the video tracker turns fewer copies per frame)."""
+        return self.merge(self.candidates(gray, rotations, coarse))
+
+    def candidates(self, gray, rotations=None, coarse=()):
+        """Every detection in every turned copy, before merging: a list of (weight, box, angle)."""
+        scale = min(1.0, self.max_side / max(gray.shape[:2]))
+        small = gray if scale == 1 else cv2.resize(gray, None, fx=scale, fy=scale,
+                                                   interpolation=cv2.INTER_AREA)
+        min_size = (max(1, int(round(self.min_size * scale))),) * 2
+        found = []  # (weight, crop centre, side, angle)
+        for angle in (0.0, *(self.rotations if rotations is None else rotations)):
+            found += self.find_turned(small, angle, min_size)
+        if coarse:  # faces below twice min_size are missed there
+            half = cv2.resize(small, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+            for angle in coarse:
+                found += [(weight, centre * 2, side * 2, angle)
+                          for weight, centre, side, angle in self.find_turned(half, angle, min_size)]
+        if not found and self.retry:
+            boxes = self.cascade.detectMultiScale(small, *self.retry, minSize=min_size)
+            found = [(0.0, crop_centre(box), float(box[2]), 0.0) for box in boxes]
+        return [(weight, box_for_crop_centre(centre / scale, side / scale), angle)
+                for weight, centre, side, angle in found]
+
+    def merge(self, found, upright_bonus=None):
+        """(boxes, angles) of the detections kept_of(found) keeps."""
+        return boxes_and_angles(found, self.kept_of(found, upright_bonus))
+
+    def kept_of(self, found, upright_bonus=None):
+        """The indices of one detection per face, in the cascade's order. Surest first (an upright
+        one gets `upright_bonus`), a box that covers `overlap` of a surer one (or of itself) is the
+        same face found again, or part of it, and is dropped, unless it is more than twice as large
+        (a face around a false detection on part of it, which then goes instead)."""
+        bonus = self.upright_bonus if upright_bonus is None else upright_bonus
+        kept = []  # indices into found
+        for i in sorted(range(len(found)), key=lambda i: -found[i][0] - bonus * (found[i][2] == 0)):
+            box = found[i][1]
+            overlapping = [k for k in kept if box_iou(box, found[k][1], over="smaller")[0, 0] >= self.overlap]
+            if not overlapping:
+                kept.append(i)
+            elif all(box[2] > 2.0 * found[k][1][2] for k in overlapping):
+                kept = [k for k in kept if k not in overlapping] + [i]
+        return sorted(kept)
+
+    def find_turned(self, gray, angle, min_size):
+        """The cascade on the image turned by `angle` degrees: a list of (weight, crop centre in
+        image pixels, side, angle) per face."""
+        turn = None
+        if angle:
+            h, w = gray.shape[:2]
+            turn = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)
+            gray = cv2.warpAffine(gray, turn, (w, h), flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE)
+        boxes, _, weights = self.cascade.detectMultiScale3(gray, self.scale_factor, self.min_neighbors,
+                                                           minSize=min_size, outputRejectLevels=True)
+        faces = []
+        for box, weight in zip(boxes, np.ravel(weights), strict=True):
+            centre = crop_centre(box)
+            if turn is not None:
+                centre = transform_points(centre[None], invert_matrix(turn))[0]
+            faces.append((float(weight), centre, float(box[2]), float(angle)))
+        return faces
+
+    def __call__(self, gray):
+        return self.find(gray)[0]
+
+
+def flip_disagreement(direct, mirrored):
+    """(N,) how differently the network read each crop and its mirror image (predict_both_ways):
+    the mean |difference| of their keypoints, in normalised crop coordinates. The symmetry
+    ranking and the face check both read it."""
+    return np.abs(direct - mirrored).mean(axis=(1, 2))
+
+
+def boxes_and_angles(found, kept):
+    """(boxes (N, 4), angles (N,)) arrays of the detections found[k] for k in kept."""
+    return (np.array([found[k][1] for k in kept], dtype=np.float64).reshape(-1, 4),
+            np.array([found[k][2] for k in kept], dtype=np.float64))
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline: faces, crops, network, keypoints in image pixels.
+
+@contextmanager
+def stopwatch(seconds, stage):
+    """Add the time spent in the block to seconds[stage]."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[stage] += time.perf_counter() - start
+
+
+class KeypointDetector:
+    """Faces -> crops -> keypoints, with the model (backends.load_backend: "auto", "torch" for a
+    .pt or "onnx" for a .onnx; default: the shipped one) and the face detector loaded once. With
+    `refine`, each face is cropped twice more, each time from the box its last keypoints imply
+    (face_crop.upright_box), and predicted again: a crop centred on the face whatever the
+    detector's box, and turned so that the eyes are within `max_roll` degrees of level; the last
+    crop is cut once per `crop_shifts` (CROP_SHIFTS; None: once) and the readings averaged
+    (without refine, as the video tracker runs it, each box is read once). With
+    flip averaging, the last pass also checks that each crop shows a face
+    (`max_disagreement`, MAX_FLIP_DISAGREEMENT; None: no check): a detection that fails the check
+    gets NaN keypoints from keypoints_for_boxes and is left out by `detect`. `seconds` adds up the
+    time per stage (detection, crop, cnn) for benchmarks."""
+
+    def __init__(self, model_path=None, face_detector=None, flip_average=True, refine=True,
+                 backend="auto", max_roll=5.0, max_disagreement=MAX_FLIP_DISAGREEMENT,
+                 crop_shifts=CROP_SHIFTS):
+        self.backend = load_backend(backend, model_path)
+        self.backend_name, self.backend_path = self.backend.name, self.backend.path
+        self.model, self.meta = self.backend.model, self.backend.meta
+        self.size = self.meta["input_size"]
+        self.margin, self.shift = self.meta["crop_margin"], self.meta["crop_shift"]
+        self.face_detector = face_detector or FaceDetector()
+        self.flip_average, self.refine, self.max_roll = flip_average, refine, max_roll
+        self.max_disagreement, self.crop_shifts = max_disagreement, crop_shifts
+        self.seconds = defaultdict(float)
+
+    def crops(self, gray, boxes, angles=None):
+        """The network's input for each box, its crop turned by `angles` (degrees, default 0):
+        (N, 1, S, S) float32 array in [0, 1] (the training crops' gray / 255) and the (N, 2, 3)
+        crop matrices."""
+        angles = np.zeros(len(boxes)) if angles is None else angles
+        matrices = [crop_matrix(b, self.size, self.margin, self.shift, angle=a)
+                    for b, a in zip(boxes, angles, strict=True)]
+        crops = np.stack([warp_face(gray, m, self.size) for m in matrices])
+        return (crops.astype(np.float32) / np.float32(255.0))[:, None], matrices
+
+    def keypoints_for_boxes(self, image, boxes, angles=None, refine=None, first=None, check=True):
+        """(N, 68, 2) keypoints in image pixels for the given face boxes, crops turned by `angles`.
+        Without refine (which defaults to self.refine) one CNN pass on those crops. With it, each
+        face is cropped twice more, each time from the box its last keypoints imply, turned
+        upright (face_crop.upright_box): the first keypoints place the second crop only roughly
+        when the detector's box or angle was off (a copy's angle far from the face's, a tilted
+        face found upright), and the third crop is the one a video track would cut next, which
+        the face check reads. Only that last pass is flip-averaged and cut at each of
+        crop_shifts: the first two only place the next crop (flip-averaging them too measured no
+        better, at twice their cost: README, Deploy), and `first`, keypoints already predicted on
+        the first crops (find_faces), replaces the first. With `check` (False where a face is
+        known to be there, as in evaluate.py's labelled-box protocol) the last pass makes the face
+        check: a crop that shows no face the network can read gets NaN keypoints (see the class
+        docstring)."""
+        gray = media.to_gray(image)
+        if not (self.refine if refine is None else refine):
+            return self.predict_boxes(gray, boxes, angles, check=check)
+        keypoints = self.predict_boxes(gray, boxes, angles, flip_average=False) if first is None else first
+        if len(keypoints) == 0:
+            return keypoints
+        keypoints = self.predict_boxes(gray, *self.next_crops(keypoints), flip_average=False)
+        last_boxes, last_angles = self.next_crops(keypoints)
+        return self.predict_boxes(gray, last_boxes, last_angles, check=check, shifts=self.crop_shifts)
+
+    @staticmethod
+    def passed_check(keypoints):
+        """(N,) bool: which faces of keypoints_for_boxes' (N, 68, 2) result passed the face check
+        (the others' keypoints are NaN)."""
+        return np.isfinite(keypoints).all(axis=(1, 2))
+
+    def next_crops(self, keypoints):
+        """(boxes, angles) of the crops these keypoints imply: the refine pass, the next video frame."""
+        crops = [upright_box(k, self.max_roll) for k in keypoints]
+        return [b for b, _ in crops], [a for _, a in crops]
+
+    def predict_boxes(self, gray, boxes, angles=None, flip_average=None, check=False, shifts=None):
+        """One pass: crops of a gray image -> CNN -> (N, 68, 2) keypoints in image pixels. With
+        `shifts` ((x, y) fractions of the box side, CROP_SHIFTS), each box is cropped once per
+        shift and its keypoints are the mean of those crops' (in image pixels). With `check` and
+        flip averaging, a crop whose mirror image the network reads differently (by more than
+        max_disagreement) shows no face: its keypoints are NaN (the first shift's crop decides)."""
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if len(boxes) == 0:
+            return np.zeros((0, 68, 2))
+        shifts = np.zeros((1, 2)) if shifts is None or len(shifts) == 0 else np.reshape(shifts, (-1, 2))
+        n, s = len(boxes), len(shifts)
+        angles = np.zeros(n) if angles is None else np.asarray(angles, dtype=np.float64)
+        moved = np.repeat(boxes, s, axis=0)  # face i's crops are rows i * s .. i * s + s - 1
+        moved[:, :2] += np.tile(shifts, (n, 1)) * moved[:, 2:]
+        with stopwatch(self.seconds, "crop"):
+            crops, matrices = self.crops(gray, moved, np.repeat(angles, s))
+        flip = self.flip_average if flip_average is None else flip_average
+        with stopwatch(self.seconds, "cnn"):
+            if flip:
+                direct, mirrored = predict_both_ways(self.backend, crops)
+                pred = (direct + mirrored) / 2
+            else:
+                pred = predict_normalized(self.backend, crops)
+        keypoints = self.to_image(pred, matrices).reshape(n, s, -1, 2).mean(axis=1)
+        if flip and check and self.max_disagreement is not None:
+            disagreement = flip_disagreement(direct, mirrored).reshape(n, s)[:, 0]
+            keypoints[disagreement > self.max_disagreement] = np.nan
+        return keypoints
+
+    def to_image(self, pred, matrices):
+        """(N, 68, 2) normalised crop coordinates -> image pixels, through each crop's matrix."""
+        pred = denormalize_keypoints(pred, self.size)
+        return np.stack([transform_points(p, invert_matrix(m)) for p, m in zip(pred, matrices, strict=True)])
+
+    def find_faces(self, gray, rotations=None, coarse=()):
+        """(boxes (N, 4), angles (N,), keypoints (N, 68, 2) or None) of the faces in a gray image
+        (FaceDetector.find, timed as the detection stage). When turned copies found faces, the
+        same face found at several angles is kept at the angle where the network sees it best
+        (rank_by_symmetry), and the flip-averaged keypoints the network gave each kept crop come
+        too (keypoints_for_boxes' first pass; None when no ranking ran)."""
+        with stopwatch(self.seconds, "detection"):
+            found = self.face_detector.candidates(gray, rotations, coarse)
+        if len(found) < 2 or not any(angle for *_, angle in found):
+            return *self.face_detector.merge(found), None
+        scored, keypoints = self.rank_by_symmetry(gray, found)
+        kept = self.face_detector.kept_of(scored, upright_bonus=0.0)
+        return *boxes_and_angles(scored, kept), keypoints[kept]
+
+    def rank_by_symmetry(self, gray, found):
+        """The detections scored by how closely the network's keypoints for the crop and for its
+        mirror image agree (their mean difference, negated: higher is better), with a little of the
+        cascade's weight (WEIGHT_SHARE) to break near ties, and the flip-averaged keypoints of
+        each (image pixels). On a face the crop shows upright they agree closely; on a face
+        turned the wrong way by its copy they do not, and the cascade's weight cannot tell these
+        apart."""
+        with stopwatch(self.seconds, "crop"):
+            crops, matrices = self.crops(gray, [box for _, box, _ in found], [angle for *_, angle in found])
+        with stopwatch(self.seconds, "cnn"):
+            direct, mirrored = predict_both_ways(self.backend, crops)
+        disagreement = flip_disagreement(direct, mirrored)
+        scored = [(WEIGHT_SHARE * weight - float(d), box, angle)
+                  for d, (weight, box, angle) in zip(disagreement, found, strict=True)]
+        return scored, self.to_image((direct + mirrored) / 2, matrices)
+
+    def detect(self, image):
+        """Every face in an RGB (or gray) uint8 image: a list of Face, in image pixels (without
+        the detections that fail the face check)."""
+        gray = media.to_gray(image)
+        boxes, angles, first = self.find_faces(gray)
+        keypoints = self.keypoints_for_boxes(gray, boxes, angles, first=first)
+        passed = self.passed_check(keypoints)
+        return [Face(b, k) for b, k in zip(boxes[passed], keypoints[passed], strict=True)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line (runner.py: the loop over inputs it shares with filters.py).
+
+def parse_args(argv=None):
+    parser = OneLineParser(
+        description="Find faces and their 68 keypoints in images, folders of images and videos.")
+    runner.add_input_options(parser, detect_every=10)
+    parser.add_argument("--json", default=None, metavar="FILE",
+                        help="write JSON Lines: one object per image or video frame")
+    parser.add_argument("--scale-factor", type=float, default=1.2, help="Haar cascade scale step")
+    parser.add_argument("--min-neighbors", type=int, default=2, help="Haar cascade minNeighbors")
+    parser.add_argument("--min-size", type=int, default=30, help="smallest face in pixels")
+    parser.add_argument("--no-flip", action="store_true",
+                        help="no flip averaging (faster, a bit less accurate; no face check either, "
+                             "so more false faces)")
+    args = parser.parse_args(argv)
+    runner.check_input_options(parser, args)
+    if not (1 < args.scale_factor < 10):  # also refuses nan
+        parser.error(f"--scale-factor {args.scale_factor}: must be a number above 1 (e.g. 1.1 or 1.2)")
+    if args.min_neighbors < 0 or args.min_size < 1:
+        parser.error("--min-neighbors must be >= 0 and --min-size >= 1")
+    return args
+
+
+def build_detector(args):
+    """The detector the command-line options ask for (a module-level function: each --workers
+    process builds its own from the same options)."""
+    face_detector = FaceDetector(args.scale_factor, args.min_neighbors, args.min_size,
+                                 rotations=() if args.upright_only else FaceDetector.ROTATIONS)
+    return KeypointDetector(args.model, face_detector, flip_average=not args.no_flip, backend=args.backend)
+
+
+def main(argv=None):
+    """Run the command line; returns the exit status (1 if any input failed)."""
+    args = parse_args(argv)
+    return runner.run(args, partial(build_detector, args), runner.Action(media.draw_faces),
+                      json_path=args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
