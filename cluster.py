@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from facial_keypoints import detect, media, runner
 from facial_keypoints.backends import limit_threads, sha256
-from facial_keypoints.media import DataError, OneLineParser
+from facial_keypoints.media import DataError, OneLineParser, one_line
 
 try:
     import distributed
@@ -46,11 +46,6 @@ ENVIRONMENT = (f"every machine of the cluster (scheduler and workers) needs the 
 # Detector options handed to detect.parse_args, which checks them and gives their defaults.
 DETECTOR_OPTIONS = {"--backend": "{auto,torch,onnx}", "--model": "FILE", "--scale-factor": "X",
                     "--min-neighbors": "N", "--min-size": "PIXELS", "--upright-only": None, "--no-flip": None}
-
-
-def first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def fingerprint(detector):
@@ -162,7 +157,7 @@ def run(args, steps, json_path, model):
         try:
             client.register_plugin(plugin, plugin_name)
         except Exception as error:  # a worker that cannot unpickle it: only its text comes back
-            raise DataError(f"a worker cannot set up the detector ({first_line(error)}): "
+            raise DataError(f"a worker cannot set up the detector ({one_line(error)}): "
                             f"{ENVIRONMENT}") from None
         registered = True
         action = runner.Action(media.draw_faces, program=PROGRAM)
@@ -264,10 +259,10 @@ def main(argv=None):
         print(f"{PROGRAM}: interrupted; {json_path} not written", file=sys.stderr)
         return 130
     except Exception as error:  # the cluster's own failures; anything else is a bug, with its traceback
-        if isinstance(error, ModuleNotFoundError) or first_line(error).startswith("Error during deserial"):
-            line = f"the scheduler or a worker cannot load the task ({first_line(error)}): {ENVIRONMENT}"
+        if isinstance(error, ModuleNotFoundError) or one_line(error).startswith("Error during deserial"):
+            line = f"the scheduler or a worker cannot load the task ({one_line(error)}): {ENVIRONMENT}"
         elif type(error).__module__.split(".")[0] == "distributed":  # a worker killed, the scheduler lost
-            line = f"the cluster failed: {type(error).__name__}: {first_line(error)}"
+            line = f"the cluster failed: {type(error).__name__}: {one_line(error)}"
         else:
             raise
         print(f"{PROGRAM}: {line}", file=sys.stderr)

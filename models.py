@@ -21,7 +21,8 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from facial_keypoints.face_crop import NUM_KEYPOINTS
+from facial_keypoints.face_crop import CROP_META, NUM_KEYPOINTS
+from facial_keypoints.media import one_line
 
 NUM_OUTPUTS = 2 * NUM_KEYPOINTS  # 68 keypoints x (x, y)
 HEADS = ("regression", "heatmap", "integral")
@@ -168,14 +169,7 @@ ARCHITECTURES = {"net": Net, "naimishnet": NaimishNet}
 
 # What using a saved model needs to know besides its weights: the network, and the face crop it
 # was trained on (detection cuts the same crop around each detected face).
-REQUIRED_META = ("arch", "input_size", "crop_margin", "crop_shift")
-
-
-def one_line(error):
-    """An exception's message as one line: its first line, with the next one when the first only
-    announces it (load_state_dict's "Error(s) in loading state_dict for Net:")."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
-    return " ".join(lines[:2]) if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+REQUIRED_META = ("arch", *CROP_META)
 
 
 def build_model(arch="net", input_size=112, **options):

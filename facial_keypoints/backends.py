@@ -18,16 +18,14 @@ import sys
 
 import numpy as np
 
-from .face_crop import FLIP_PERMUTATION, NUM_KEYPOINTS
-from .media import DataError
+from .face_crop import CROP_META, FLIP_PERMUTATION, NUM_KEYPOINTS
+from .media import DataError, one_line
 
 # The shipped model lives inside the package, so that `pip install` brings it.
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MODEL = os.path.join(HERE, "saved_models", "keypoints_model.pt")
 DEFAULT_ONNX_MODEL = os.path.join(HERE, "saved_models", "keypoints_model.onnx")  # python export.py
 DEFAULT_INT8_MODEL = os.path.join(HERE, "saved_models", "keypoints_model.int8.onnx")  # its int8 copy
-# What detection needs to know about a model besides its weights.
-REQUIRED_META = ("input_size", "crop_margin", "crop_shift")
 default_threads = 0  # threads per model (0: the library's default, every core); limit_threads sets it
 
 
@@ -104,9 +102,9 @@ class OnnxModel:
         try:
             self.model = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime has no public exception base class
-            raise DataError(f"{path}: not a readable ONNX model ({str(e).strip().splitlines()[0]})") from None
+            raise DataError(f"{path}: not a readable ONNX model ({one_line(e)})") from None
         self.meta = json_values(self.model.get_modelmeta().custom_metadata_map)
-        if not set(REQUIRED_META) <= set(self.meta):
+        if not set(CROP_META) <= set(self.meta):
             raise DataError(f"{path}: no facial-keypoints metadata (export it with `python export.py`)")
         graph_input, graph_output = self.model.get_inputs()[0], self.model.get_outputs()[0]
         size = self.meta["input_size"]
@@ -136,7 +134,7 @@ def json_values(metadata):
 def check_model(model, path):
     """A model is usable when it predicts finite keypoints for a plain gray crop: a diverged
     training run saves NaN weights, which would otherwise fail later, on the first face."""
-    missing = [key for key in REQUIRED_META if key not in (model.meta or {})]
+    missing = [key for key in CROP_META if key not in (model.meta or {})]
     if missing:
         raise DataError(f"{path}: the model's metadata has no {', '.join(missing)} (not saved by "
                         "train.py?); use a model file that train.py wrote")

@@ -26,6 +26,9 @@ HAAR_BOX_SCALE = (1.164, 1.208)
 HAAR_BOX_RAISE = 0.157
 HAAR_BOX_SPREAD = (0.10, 0.097, 0.041)  # std of log-scale, x shift, y shift (fractions of side)
 CROP_SHIFT = HAAR_BOX_RAISE  # crop centre = box centre + CROP_SHIFT * box height (down)
+# What detection must know about a model besides its weights: the crop it was trained on (models.py
+# saves these in a .pt's metadata, export.py in an ONNX file's; backends.py checks them at load).
+CROP_META = ("input_size", "crop_margin", "crop_shift")
 CROP_MARGIN = 1.2            # crop side = CROP_MARGIN * max(box w, box h)
 
 

@@ -42,6 +42,13 @@ class OutputError(DataError):
     """An output that cannot be written (disk full, say): the whole run stops, not one input."""
 
 
+def one_line(error):
+    """An exception's message as one line: its first line, with the next one when the first only
+    announces it (load_state_dict's "Error(s) in loading state_dict for Net:")."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    return " ".join(lines[:2]) if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, except that a mistake is one line naming the option: with many options the
     usage block it normally prints first would bury the message. Every command line uses it."""
@@ -94,7 +101,7 @@ def read_keypoints_csv(csv_file, images_dir=None):
         frame = pd.read_csv(csv_file, header=None, dtype={0: str}, keep_default_na=False,
                             na_values={c: [""] for c in range(1, 1 + 2 * NUM_KEYPOINTS)})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
-        raise DataError(f"{csv_file}: not a readable CSV ({str(e).splitlines()[0]})") from None
+        raise DataError(f"{csv_file}: not a readable CSV ({one_line(e)})") from None
     if frame.shape[1] != 1 + 2 * NUM_KEYPOINTS:
         raise DataError(f"{csv_file}: expected {1 + 2 * NUM_KEYPOINTS} columns (image name and "
                         f"68 x,y pairs), found {frame.shape[1]}")

@@ -11,7 +11,7 @@ from conftest import project_modules_in
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "facial_keypoints"
 # Bottom to top: a module may import those listed before it, never one after it.
-LAYERS = ["facial_keypoints.face_crop", "models", "metrics", "make_overlays", "facial_keypoints.media",
+LAYERS = ["facial_keypoints.face_crop", "facial_keypoints.media", "models", "metrics", "make_overlays",
           "data_load", "facial_keypoints.backends", "facial_keypoints.tracking", "facial_keypoints.runner",
           "facial_keypoints.detect", "facial_keypoints", "facial_keypoints.__main__", "detect", "train",
           "evaluate", "export", "filters", "cluster", "jitter", "get_data", "bench"]
