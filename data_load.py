@@ -9,8 +9,9 @@ is decoded once, and each sample is one affine warp of a jittered detector-like 
 rotation, scale and shift in a single resampling). Detection gives the Haar box to the very same
 crop (face_crop.crop_matrix), so the network sees at test time the crops it was trained on.
 Optionally (`photo_options`, train.py --photo-augment) the crop is also degraded the way real
-photos are: low resolution, blur, harsh lighting, sensor noise, JPEG, occlusion. Files are read by
-media.py, crop geometry lives in face_crop.py.
+photos are: low resolution, blur, harsh lighting, sensor noise, JPEG, occlusion, each at random
+strengths; the operations are degradations.py's, which evaluate.py's --degrade applies at fixed
+ones. Files are read by media.py, crop geometry lives in face_crop.py.
 """
 
 import math
@@ -23,10 +24,18 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from degradations import (
+    expose,
+    gaussian_blur,
+    jpeg_round_trip,
+    lower_resolution,
+    motion_blur,
+    occlude,
+    tone_curve,
+)
 from facial_keypoints.face_crop import (
     FLIP_PERMUTATION,
     HAAR_BOX_SPREAD,
-    NUM_KEYPOINTS,
     crop_matrix,
     keypoints_to_box,
     normalize_keypoints,
@@ -46,19 +55,16 @@ class FacialKeypointsDataset(Dataset):
             root_dir (string): Directory with all the images.
             transform (callable, optional): Optional transform to be applied on a sample.
         """
-        self.key_pts_frame = read_keypoints_csv(csv_file)
+        self.names, self.key_pts = read_keypoints_csv(csv_file, arrays=True)
         self.root_dir = root_dir
         self.transform = transform
 
     def __len__(self):
-        return len(self.key_pts_frame)
-
-    def keypoints(self, idx):
-        return self.key_pts_frame.iloc[idx, 1:].to_numpy(dtype=np.float64).reshape(-1, 2)
+        return len(self.names)
 
     def __getitem__(self, idx):
-        image_name = os.path.join(self.root_dir, self.key_pts_frame.iloc[idx, 0])
-        sample = {'image': load_image(image_name), 'keypoints': self.keypoints(idx)}
+        image_name = os.path.join(self.root_dir, self.names[idx])
+        sample = {'image': load_image(image_name), 'keypoints': self.key_pts[idx].copy()}
         if self.transform:
             sample = self.transform(sample)
         return sample
@@ -194,16 +200,6 @@ def photo_options(strength, groups=PHOTO_GROUPS):
     return {f"{group}_p": strength * PHOTO_WEIGHTS[group] for group in groups}
 
 
-def motion_kernel(length, angle):
-    """A normalised line of `length` (odd) pixels through the centre of a length x length kernel,
-    turned by `angle` degrees: point-symmetric, so blurring with it moves no centroid."""
-    kernel = np.zeros((length, length), np.float32)
-    kernel[length // 2] = 1
-    centre = (length - 1) / 2
-    kernel = cv2.warpAffine(kernel, cv2.getRotationMatrix2D((centre, centre), angle, 1.0), (length, length))
-    return kernel / kernel.sum()
-
-
 class FaceCropAugment:
     """Training-time face crop: jittered detector box, one affine warp, flip, photometric jitter.
 
@@ -215,10 +211,10 @@ class FaceCropAugment:
     after the warp, each with its own probability (`lowres_p`, ..., 0 = off, the default) and all
     their draws from the NumPy `rng`; they change pixels only, so the keypoints stay the same (an
     occluded landmark keeps its label). Their sizes are in crop pixels: on this dataset the crop
-    window is about 1:1 with the image (median 106 image px for a 112 px crop); where it spans 224
-    image px, as for a larger face in a photo, one crop pixel is two image pixels (a blur sigma of
-    2.5 is 5 px of the photo). With every group off, the output and the random draws are exactly
-    those of the augmentation without them.
+    window is about 1:1 with the image; where it spans twice the crop's pixels, as for a larger
+    face in a photo, one crop pixel is two image pixels (a blur sigma of 2.5 is 5 px of the photo).
+    The operations are degradations.py's. With every group off, the output and the random draws
+    are exactly those of the augmentation without them.
     """
 
     LOWRES_FACTOR = (1.5, 4.0)       # downscale factor
@@ -243,8 +239,8 @@ class FaceCropAugment:
         bad = {f"{g}_p": p for g, p in self.photo_p.items() if not 0 <= p <= 1}
         if bad:
             raise ValueError(f"probabilities must be in [0, 1]: {bad}")
-        self.degrade = dict(lowres=self.lower_resolution, blur=self.blur, lighting=self.relight,
-                            noise=self.add_sensor_noise, jpeg=self.compress_jpeg, occlusion=self.occlude)
+        self.degrade = dict(lowres=self.random_lowres, blur=self.random_blur, lighting=self.random_lighting,
+                            noise=self.random_noise, jpeg=self.random_jpeg, occlusion=self.random_occlusion)
         ramp = np.linspace(-1, 1, size, dtype=np.float32)
         self.grid = np.meshgrid(ramp, ramp)  # x, y from -1 to 1 across the crop
 
@@ -257,52 +253,48 @@ class FaceCropAugment:
         cy = y + side / 2 + rng.normal(0, y_std) * side
         return np.array([cx - new_side / 2, cy - new_side / 2, new_side, new_side])
 
-    # Real-photo groups: each takes and returns a size x size float32 crop in [0, 1].
+    # Real-photo groups: each draws its strengths from `rng` and degrades a size x size float32
+    # crop in [0, 1] with degradations.py's operation.
 
-    def lower_resolution(self, crop, rng):
-        """A small or distant face, a cheap camera, an upscaled thumbnail: detail below the size
-        the face had in the picture is gone."""
+    def random_lowres(self, crop, rng):
+        """A small or distant face, a cheap camera, an upscaled thumbnail."""
         small = max(1, round(self.size / rng.uniform(*self.LOWRES_FACTOR)))
-        crop = cv2.resize(crop, (small, small), interpolation=cv2.INTER_AREA)
-        return cv2.resize(crop, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+        return lower_resolution(crop, small / self.size)
 
-    def blur(self, crop, rng):
+    def random_blur(self, crop, rng):
         """Out of focus (Gaussian) or a moving face or camera (a line at a random angle)."""
         if rng.random() < 0.5:
-            return cv2.GaussianBlur(crop, (0, 0), rng.uniform(*self.GAUSSIAN_SIGMA))
+            return gaussian_blur(crop, rng.uniform(*self.GAUSSIAN_SIGMA))
         length, angle = int(rng.choice(self.MOTION_LENGTHS)), rng.uniform(0, 180)
-        return cv2.filter2D(crop, -1, motion_kernel(length, angle))
+        return motion_blur(crop, length, angle)
 
-    def relight(self, crop, rng):
+    def random_lighting(self, crop, rng):
         """Lighting of real scenes: light from one side (a linear gradient across the crop, the
         other side in shadow), under- and over-exposure, flat or harsh contrast, another tone
         curve (gamma)."""
         angle, depth = rng.uniform(0, 2 * math.pi), rng.uniform(*self.SHADOW_DEPTH)
         dx, dy = math.cos(angle), math.sin(angle)
         towards_dark = (dx * self.grid[0] + dy * self.grid[1]) / (abs(dx) + abs(dy))  # -1 .. 1
-        image = torch.from_numpy(crop * (1 - depth * (towards_dark + 1) / 2))[None]
+        image = expose(crop, 1 - depth * (towards_dark + 1) / 2)
         low, high = 1 - self.LIGHTING_JITTER, 1 + self.LIGHTING_JITTER
-        image = v2.functional.adjust_brightness(image, rng.uniform(low, high))  # ColorJitter's definitions
-        image = v2.functional.adjust_contrast(image, rng.uniform(low, high))[0].numpy()
+        image = expose(image, rng.uniform(low, high))  # brightness, as ColorJitter defines it
+        contrast = rng.uniform(low, high)  # ColorJitter's definition: a blend with the mean grey
+        image = v2.functional.adjust_contrast(torch.from_numpy(image)[None], contrast)[0].numpy()
         gamma = math.exp(rng.uniform(math.log(self.GAMMA[0]), math.log(self.GAMMA[1])))
-        return cv2.pow(image, gamma)  # 4x faster than adjust_gamma
+        return tone_curve(image, gamma)
 
-    def add_sensor_noise(self, crop, rng):
+    def random_noise(self, crop, rng):
         """Sensor noise of a small sensor or a dark scene: white Gaussian noise. The field is drawn
-        by a torch generator seeded from `rng` (4x faster than NumPy's legacy normal draws)."""
+        by a torch generator seeded from `rng`: faster than NumPy's legacy normal draws."""
         std = rng.uniform(*self.NOISE_STD) / 255
         generator = torch.Generator().manual_seed(int.from_bytes(rng.bytes(8), "little"))
-        noise = torch.randn(crop.shape, generator=generator).numpy()
-        return np.clip(crop + std * noise, 0, 1)
+        return expose(crop, noise=std * torch.randn(crop.shape, generator=generator).numpy())
 
-    def compress_jpeg(self, crop, rng):
-        """JPEG artefacts of photos from the web and messengers: 8x8 blocks, ringing, lost detail."""
-        quality = int(rng.uniform(self.JPEG_QUALITY[0], self.JPEG_QUALITY[1] + 1))
-        _, data = cv2.imencode(".jpg", cv2.convertScaleAbs(crop, alpha=255),
-                               [cv2.IMWRITE_JPEG_QUALITY, quality])
-        return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+    def random_jpeg(self, crop, rng):
+        """JPEG artefacts of photos from the web and messengers."""
+        return jpeg_round_trip(crop, int(rng.uniform(self.JPEG_QUALITY[0], self.JPEG_QUALITY[1] + 1)))
 
-    def occlude(self, crop, rng):
+    def random_occlusion(self, crop, rng):
         """A hand, a microphone, hair or sunglasses in front of the face: a rectangle of one grey
         level or of noise. The landmarks under it keep their labels (the face is still there)."""
         area = rng.uniform(*self.OCCLUDED_AREA) * self.size ** 2
@@ -310,9 +302,7 @@ class FaceCropAugment:
         w, h = (min(self.size, max(1, round(math.sqrt(area * a)))) for a in (aspect, 1 / aspect))
         x, y = (int(rng.uniform(0, self.size - side + 1)) for side in (w, h))
         noisy = rng.random() < 0.5
-        crop = crop.copy()
-        crop[y:y + h, x:x + w] = rng.random((h, w)) if noisy else rng.random()
-        return crop
+        return occlude(crop, (x, y, w, h), rng.random((h, w)) if noisy else rng.random())
 
     def photo_degrade(self, crop, rng):
         """Each real-photo group in PHOTO_GROUPS order with its probability; no draw for a group
@@ -377,11 +367,10 @@ class CachedFaceDataset(Dataset):
 
     def __init__(self, csv_file, root_dir, size, train=True, indices=None, progress=False,
                  **augment_options):
-        frame = read_keypoints_csv(csv_file, root_dir)
+        self.names, self.keypoints = read_keypoints_csv(csv_file, root_dir, arrays=True)
         if indices is not None:
-            frame = frame.iloc[list(indices)]
-        self.names = list(frame.iloc[:, 0])
-        self.keypoints = frame.iloc[:, 1:].to_numpy(dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 2)
+            rows = list(indices)
+            self.names, self.keypoints = [self.names[i] for i in rows], self.keypoints[rows]
         names = self.names
         if progress:
             from tqdm import tqdm

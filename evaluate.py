@@ -7,6 +7,7 @@
     python evaluate.py --backend onnx                    # the exported model on onnxruntime
     python evaluate.py --degrade jpeg                    # every image re-encoded at JPEG quality 10 first
     python evaluate.py --rotate 15 --worst 5             # and the five faces with the largest error
+    python evaluate.py --accurate                        # detect.py --accurate: more passes per face
 
 Protocols:
   pipeline      Haar detector -> crop -> CNN, exactly what detect.py does; a face the detector
@@ -28,8 +29,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from degradations import expose, gaussian_blur, jpeg_round_trip, shrink
 from facial_keypoints.backends import BACKENDS
-from facial_keypoints.detect import CROP_SHIFTS, MAX_FLIP_DISAGREEMENT, KeypointDetector
+from facial_keypoints.detect import MAX_FLIP_DISAGREEMENT, KeypointDetector
 from facial_keypoints.face_crop import keypoints_to_box, transform_points
 from facial_keypoints.media import (
     DataError,
@@ -46,9 +48,11 @@ from facial_keypoints.media import (
 from metrics import format_summary, summarize
 
 SPLITS = ("test", "unseen")
+PROTOCOLS = ("pipeline", "crop", "labelled-box")
 
 # Degraded copies (--degrade): each test image made worse the way a poor photo is, to see what the
-# pipeline loses. The strengths are chosen to be clearly visible yet leave a face a person still reads.
+# pipeline loses, with degradations.py's operations (training's --photo-augment draws them at random
+# strengths). The strengths are chosen to be clearly visible yet leave a face a person still reads.
 BLUR_SIGMA = 2.0    # px: an out-of-focus or shaken phone photo, the eye corners soft but still there
 HALF_SCALE = 0.5    # a face at half the resolution, as from farther away or a smaller camera
 DARK_GAIN = 0.3     # a dim room: the pixel values at 30 %, so the face spans few grey levels
@@ -112,8 +116,8 @@ def rotated(image, keypoints, degrees):
 
 
 def blurred(image, keypoints, index):
-    """Gaussian blur of BLUR_SIGMA px: an out-of-focus photo; the keypoints do not move."""
-    return cv2.GaussianBlur(image, (0, 0), BLUR_SIGMA), keypoints
+    """An out-of-focus photo: a Gaussian blur of BLUR_SIGMA px; the keypoints do not move."""
+    return gaussian_blur(image, BLUR_SIGMA), keypoints
 
 
 def halved(image, keypoints, index):
@@ -121,22 +125,19 @@ def halved(image, keypoints, index):
     scaled with it. The NME is scale-free, so the face is scored in the small image's pixels.
     Pixel centres sit at whole coordinates (as in rotated), so a point x maps to
     (x + 0.5) * scale - 0.5, not x * scale: that would be a quarter-pixel bias on every point."""
-    small = cv2.resize(image, (0, 0), fx=HALF_SCALE, fy=HALF_SCALE, interpolation=cv2.INTER_AREA)
-    return small, (keypoints + 0.5) * HALF_SCALE - 0.5
+    return shrink(image, HALF_SCALE), (keypoints + 0.5) * HALF_SCALE - 0.5
 
 
 def darkened(image, keypoints, index):
     """A dim photo: the pixel values times DARK_GAIN plus Gaussian sensor noise of DARK_NOISE grey
     levels, drawn from a generator seeded with the image's index so that a run is repeatable."""
     noise = np.random.default_rng(index).normal(0.0, DARK_NOISE, image.shape)
-    return np.clip(np.rint(image * DARK_GAIN + noise), 0, 255).astype(np.uint8), keypoints
+    return expose(image, DARK_GAIN, noise), keypoints
 
 
 def jpeg_compressed(image, keypoints, index):
     """The image encoded as a JPEG of quality JPEG_QUALITY and decoded back: a compressed upload."""
-    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    _, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), keypoints
+    return jpeg_round_trip(image, JPEG_QUALITY), keypoints
 
 
 DEGRADATIONS = {"blur": blurred, "half": halved, "dark": darkened, "jpeg": jpeg_compressed}
@@ -158,46 +159,77 @@ def degraded(image, keypoints, name, index):
     return DEGRADATIONS[name](image, keypoints, index)
 
 
-def predict_dataset(detector, csv_file, images_dir, protocol="pipeline", progress=True, rotate=0.0,
-                    degrade=None):
-    """Predictions (N, 68, 2) in image pixels for each labelled image (NaN rows for misses),
-    the labels, and the seconds spent in detection and in the CNN. With `rotate`, each image
-    and its labels are turned by that many degrees first (see rotated); with `degrade`, each
-    (turned) image is then degraded (see degraded)."""
-    frame = read_keypoints_csv(csv_file, images_dir)  # every image checked before the long work
-    gt = frame.iloc[:, 1:].to_numpy(dtype=np.float64).reshape(len(frame), -1, 2).copy()
-    pred = np.full_like(gt, np.nan)
-    seconds = {"detection": 0.0, "cnn": 0.0}
-    for i, name in enumerate(tqdm(frame.iloc[:, 0], desc=f"evaluate ({protocol})", disable=not progress)):
-        image = load_image(os.path.join(images_dir, name))
-        # gray once, as every step takes gray; a degradation works on the colour photo (JPEG's
-        # colour planes), so with one the gray comes after it
-        image, gt[i] = rotated(image if degrade else to_gray(image), gt[i], rotate)
-        image, gt[i] = degraded(image, gt[i], degrade, i)
-        image = to_gray(image)
-        t = time.perf_counter()
-        angle, first = 0.0, None
-        if protocol == "pipeline":
-            boxes, angles, found_keypoints = detector.find_faces(image)
-            index = matching_index(boxes, gt[i])
-            box, angle = (None, 0.0) if index is None else (boxes[index], angles[index])
-            if index is not None and found_keypoints is not None:
-                first = found_keypoints[index:index + 1]
-        elif protocol == "crop":
-            box = whole_image_box(image.shape[1], image.shape[0], detector.margin, detector.shift)
-        elif protocol == "labelled-box":
-            box = keypoints_to_box(gt[i])
-        else:
-            raise ValueError(f"unknown protocol {protocol!r}")
-        seconds["detection"] += time.perf_counter() - t
+class Protocol:
+    """Our detector under one of PROTOCOLS, as predict_dataset runs a pipeline: `labelled_face`
+    gives the keypoints of the labelled face in an image, or None when the detector missed it.
+    The seconds spent in detection and in the CNN add up in `seconds`."""
+
+    def __init__(self, detector, name="pipeline"):
+        if name not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {name!r}; choose from {', '.join(PROTOCOLS)}")
+        self.detector, self.name = detector, name
+        self.seconds = {"detection": 0.0, "cnn": 0.0}
+
+    def labelled_face(self, image, labels):
+        gray = to_gray(image)
+        start = time.perf_counter()
+        box, angle, first = self.face_box(gray, labels)
+        self.seconds["detection"] += time.perf_counter() - start
         if box is None:
-            continue
-        t = time.perf_counter()
+            return None
+        start = time.perf_counter()
         # the face check drops detections that show no face; the other protocols' boxes hold one
-        pred[i] = detector.keypoints_for_boxes(image, [box], [angle], first=first,
-                                               check=protocol == "pipeline")[0]
-        seconds["cnn"] += time.perf_counter() - t
-    return pred, gt, seconds
+        keypoints = self.detector.keypoints_for_boxes(gray, [box], [angle], first=first,
+                                                      check=self.name == "pipeline")[0]
+        self.seconds["cnn"] += time.perf_counter() - start
+        return keypoints
+
+    def face_box(self, gray, labels):
+        """(box, angle, keypoints the detector already predicted for it or None) of the labelled
+        face; box None: the detector missed it."""
+        if self.name == "crop":
+            height, width = gray.shape
+            return whole_image_box(width, height, self.detector.margin, self.detector.shift), 0.0, None
+        if self.name == "labelled-box":
+            return keypoints_to_box(labels), 0.0, None
+        boxes, angles, found_keypoints = self.detector.find_faces(gray)
+        index = matching_index(boxes, labels)
+        if index is None:
+            return None, 0.0, None
+        first = None if found_keypoints is None else found_keypoints[index:index + 1]
+        return boxes[index], angles[index], first
+
+
+def predict_dataset(pipeline, csv_file, images_dir, progress=True, rotate=0.0, degrade=None,
+                    label="evaluate"):
+    """Each labelled image through `pipeline`, ours (Protocol.labelled_face) and dlib's
+    (dlib_baseline) alike: a function of an RGB uint8 image and its (68, 2) labels that returns
+    the labelled face's (68, 2) keypoints, or None for a miss. With `rotate`, each image and its
+    labels are turned by that many degrees first (see rotated); with `degrade`, the turned image
+    is then degraded (see degraded). Returns (N, 68, 2) predictions in image pixels (NaN rows for
+    misses) and the labels as the pipeline saw them."""
+    names, gt = read_keypoints_csv(csv_file, images_dir, arrays=True)  # every image checked first
+    pred = np.full_like(gt, np.nan)
+    for i, name in enumerate(tqdm(names, desc=label, disable=not progress)):
+        image, gt[i] = rotated(load_image(os.path.join(images_dir, name)), gt[i], rotate)
+        image, gt[i] = degraded(image, gt[i], degrade, i)
+        keypoints = pipeline(image, gt[i])
+        if keypoints is not None:
+            pred[i] = keypoints
+    return pred, gt
+
+
+def subset_csv(csv_file, limit, folder, spaced=False):
+    """The first `limit` rows of a keypoints CSV as a new CSV in `folder` (the file itself if 0);
+    with `spaced`, the first `limit` of every k-th row, k = rows // limit (at least 1)."""
+    if not limit:
+        return csv_file
+    frame = read_keypoints_csv(csv_file)
+    step = max(1, len(frame) // limit) if spaced else 1
+    stem = os.path.splitext(os.path.basename(csv_file))[0]
+    path = os.path.join(folder, f"{stem}_every_{step}_first_{limit}.csv")
+    frame.iloc[::step].iloc[:limit].to_csv(path, index=False)
+    return path
 
 
 def unseen_split_csv(folder):
@@ -217,16 +249,17 @@ def unseen_split_csv(folder):
 
 def evaluate(model_path=None, protocol="pipeline", csv_file=None, images_dir=None, flip_average=True,
              progress=True, backend="auto", rotate=0.0, split="test", degrade=None, face_check=True,
-             crop_shifts=True):
+             accurate=False):
     """Load the model, predict the labelled set, return the metrics dict (see summarize).
     `backend`: "auto", "torch" or "onnx" (backends.load_backend, through detect.KeypointDetector).
     Without csv_file, `split` names the set: "test" (the course test CSV) or "unseen" (people
     no default training run sees: unseen_split_csv). `rotate` and `degrade`: see predict_dataset.
-    `face_check=False` keeps the detections that detect.py's face check would drop;
-    `crop_shifts=False` reads each face's last crop once instead of at detect.CROP_SHIFTS."""
+    `face_check=False` keeps the detections that detect.py's face check would drop; `accurate`
+    is detect.py's --accurate (more forward passes per face)."""
     detector = KeypointDetector(model_path, flip_average=flip_average, backend=backend,
                                 max_disagreement=MAX_FLIP_DISAGREEMENT if face_check else None,
-                                crop_shifts=CROP_SHIFTS if crop_shifts else None)
+                                accurate=accurate)
+    ours = Protocol(detector, protocol)
     with tempfile.TemporaryDirectory() as folder:
         if csv_file is None and split == "unseen":
             csv_file, images_dir = unseen_split_csv(folder)
@@ -234,11 +267,11 @@ def evaluate(model_path=None, protocol="pipeline", csv_file=None, images_dir=Non
             raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
         csv_file = csv_file or data_path("test_frames_keypoints.csv")
         images_dir = images_dir or data_path("test")
-        pred, gt, seconds = predict_dataset(detector, csv_file, images_dir, protocol, progress, rotate,
-                                            degrade=degrade)
-        names = read_keypoints_csv(csv_file).iloc[:, 0].tolist()
+        pred, gt = predict_dataset(ours.labelled_face, csv_file, images_dir, progress, rotate, degrade,
+                                   label=f"evaluate ({protocol})")
+        names, _ = read_keypoints_csv(csv_file, arrays=True)
     metrics = summarize(pred, gt)
-    metrics.update(pred=pred, gt=gt, seconds=seconds, names=names)
+    metrics.update(pred=pred, gt=gt, seconds=ours.seconds, names=names)
     return metrics
 
 
@@ -255,7 +288,7 @@ def main(argv=None):
     parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
     parser.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
                         help="run the network on PyTorch (.pt) or onnxruntime (.onnx)")
-    parser.add_argument("--protocol", default="pipeline", choices=["pipeline", "crop", "labelled-box"])
+    parser.add_argument("--protocol", default="pipeline", choices=PROTOCOLS)
     parser.add_argument("--split", default="test", choices=SPLITS,
                         help="test: the course test CSV; unseen: the images, in both CSVs, of the people "
                              "in splits/unseen_people.txt (never in a default training run)")
@@ -264,8 +297,9 @@ def main(argv=None):
     parser.add_argument("--no-flip", action="store_true", help="no flip averaging at test time")
     parser.add_argument("--no-face-check", action="store_true",
                         help="keep the detections that detect.py's face check drops (what the check costs)")
-    parser.add_argument("--no-shifts", action="store_true",
-                        help="read each face's last crop once, not at detect.py's five small shifts")
+    parser.add_argument("--accurate", action="store_true",
+                        help="detect.py's --accurate: more forward passes per face (a middle refine crop, "
+                             "the last crop at five small shifts)")
     parser.add_argument("--plot", default=None, help="write the CED plot to this PNG")
     parser.add_argument("--worst", type=int, default=0, metavar="N",
                         help="also list the N faces with the largest error (misses first)")
@@ -287,11 +321,12 @@ def main(argv=None):
     try:
         m = evaluate(args.model, args.protocol, args.csv, args.images, flip_average=not args.no_flip,
                      backend=args.backend, rotate=args.rotate, split=args.split, degrade=args.degrade,
-                     face_check=not args.no_face_check, crop_shifts=not args.no_shifts)
+                     face_check=not args.no_face_check, accurate=args.accurate)
     except DataError as e:
         sys.exit(f"evaluate.py: {e}")
     label = args.protocol + ("" if args.csv or args.split == "test" else f", {args.split} people")
     label += f", rotated {args.rotate:g} degrees" if args.rotate else ""
+    label += ", --accurate" if args.accurate else ""
     label += f", {args.degrade}" if args.degrade else ""  # the plot's legend: the note is too long
     print(format_summary(label + (f" ({DEGRADATION_NOTES[args.degrade]})" if args.degrade else ""), m))
     n = max(1, m["found"])

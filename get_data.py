@@ -52,15 +52,14 @@ def find_layout(folder, source):
 def verify(root, source, expected_rows=EXPECTED_ROWS):
     """Check both CSVs (format, row count) and that every image they list exists."""
     for split, csv in CSV_FILES.items():
-        frame = read_keypoints_csv(os.path.join(root, csv))
+        names, _ = read_keypoints_csv(os.path.join(root, csv), arrays=True)
         expected = expected_rows.get(split)
-        if expected is not None and len(frame) != expected:
-            raise DataError(f"{source}: {csv} has {len(frame)} rows, expected {expected}")
-        missing = [name for name in frame.iloc[:, 0]
-                   if not os.path.isfile(os.path.join(root, split, str(name)))]
+        if expected is not None and len(names) != expected:
+            raise DataError(f"{source}: {csv} has {len(names)} rows, expected {expected}")
+        missing = [name for name in names if not os.path.isfile(os.path.join(root, split, name))]
         if missing:
             raise DataError(f"{source}: {split}/{missing[0]} is listed in {csv} but missing "
-                            f"({len(missing)} of {len(frame)} listed images missing)")
+                            f"({len(missing)} of {len(names)} listed images missing)")
 
 
 def download(url, path, progress=True):

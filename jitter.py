@@ -1,29 +1,22 @@
-"""Video measurements for detect.py: keypoint jitter with and without smoothing, and frame rate.
+"""Keypoint jitter of detect.py on video, with and without tracking and smoothing.
 
-    python jitter.py                  # both, on synthetic clips made from the astronaut photo
-    python jitter.py --frames 300 --skip-speed
+    python jitter.py                  # synthetic clips made from the astronaut photo
+    python jitter.py --frames 300 --flip
 
-Jitter: a still photo shown through a camera that moves by random sub-pixel amounts (cv2.warpAffine)
-and adds sensor noise. The face does not move apart from the known shift, so every bit of spread
-in a keypoint after removing that shift is jitter: the pixel standard deviation per point
+A still photo shown through a camera that moves by random sub-pixel amounts (cv2.warpAffine) and
+adds sensor noise. The face does not move apart from the known shift, so every bit of spread in a
+keypoint after removing that shift is jitter: the pixel standard deviation per point
 (sqrt(var x + var y) over the frames), averaged over the 68 points. A moving clip (constant
-velocity) shows what smoothing costs: its lag behind the unsmoothed keypoints.
-
-Speed: a 640x480 mp4 with one face, read with cv2.VideoCapture and run through FaceTracker;
-milliseconds per frame for each stage (decode, detection, crop, CNN) and frames per second end
-to end (no drawing).
+velocity) shows what smoothing costs: its lag behind the unsmoothed keypoints. (Frame rates are
+bench.py's: bench_speed.end_to_end.)
 """
-
-import os
-import tempfile
-import time
 
 import cv2
 import numpy as np
 import torch
 
 from facial_keypoints.backends import DEFAULT_MODEL
-from facial_keypoints.detect import FaceDetector, KeypointDetector
+from facial_keypoints.detect import KeypointDetector
 from facial_keypoints.media import OneLineParser
 from facial_keypoints.tracking import FaceTracker
 
@@ -103,10 +96,9 @@ def measure_jitter(model_path=DEFAULT_MODEL, n_frames=120, max_shift=0.5, noise=
     output would score on the first clip)."""
     detector = KeypointDetector(model_path, flip_average=flip_average)
     gray = cv2.cvtColor(astronaut_frame(), cv2.COLOR_BGR2GRAY)
-    boxes = detector.face_detector(gray)
-    box = boxes[np.argmax(boxes[:, 2])]
+    face = max(detector.detect(gray), key=lambda f: f.box[2])  # the face check has dropped non-faces
+    box, reference = face.box, face.keypoints
     centre = box[:2] + box[2:] / 2
-    reference = detector.keypoints_for_boxes(gray, [box])[0]
     eyes = float(np.linalg.norm(reference[36] - reference[45]))
     result = {"face": {"Haar box side (px)": float(box[2]), "outer-eye-corner distance (px)": eyes}}
     for clip, shift in ((f"sub-pixel shifts +-{max_shift:g} px + noise", max_shift), ("noise only", 0.0)):
@@ -127,92 +119,20 @@ def measure_jitter(model_path=DEFAULT_MODEL, n_frames=120, max_shift=0.5, noise=
     return result
 
 
-def write_video(frames, path, fps=30.0):
-    height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
-
-
-def time_video(detector, path, detect_every=5, smooth=True):
-    """Milliseconds per frame for each stage and frames per second, reading `path` end to end."""
-    capture = cv2.VideoCapture(path)
-    tracker = FaceTracker(detector, fps=capture.get(cv2.CAP_PROP_FPS), detect_every=detect_every,
-                          smooth=smooth)
-    detector.seconds.clear()
-    decode, frames, faces = 0.0, 0, 0
-    start = time.perf_counter()
-    while True:
-        t = time.perf_counter()
-        ok, frame = capture.read()
-        if not ok:
-            break
-        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        decode += time.perf_counter() - t
-        faces += len(tracker(gray))
-        frames += 1
-    total = time.perf_counter() - start
-    capture.release()
-    ms = {"decode": decode, **{k: detector.seconds[k] for k in ("detection", "crop", "cnn")}}
-    ms["other"] = total - sum(ms.values())
-    ms = {k: 1000 * v / frames for k, v in ms.items()}
-    return {"fps": frames / total, "ms": ms, "faces_per_frame": faces / frames, "frames": frames}
-
-
-SPEED_CONFIGS = {  # name: (FaceTracker detect_every, FaceDetector min_size, flip averaging)
-    "Haar every frame, flip (per-image pipeline)": (1, 30, True),
-    "Haar every frame": (1, 30, False),
-    "Haar every 5th frame, flip": (5, 30, True),
-    "Haar every 5th frame": (5, 30, False),
-    "Haar every 10th frame, flip": (10, 30, True),
-    "Haar every 10th frame": (10, 30, False),
-    "Haar every 5th frame, min face 60 px, flip": (5, 60, True),
-    "Haar every 5th frame, min face 60 px": (5, 60, False),
-}
-
-
-def measure_speed(model_path=DEFAULT_MODEL, n_frames=150, configs=None, repeats=3):
-    """Frame rate on a 640x480 one-face mp4 per configuration (SPEED_CONFIGS); the configurations
-    take turns `repeats` times and each reports its median run, so a busy machine hurts all alike."""
-    configs = configs or SPEED_CONFIGS
-    frames, _ = synthetic_clip(n_frames, velocity=(0.2, 0.0))
-    runs = {name: [] for name in configs}
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "clip.mp4")
-        write_video(frames, path)
-        detectors = {name: (KeypointDetector(model_path, FaceDetector(min_size=min_size), flip_average=flip),
-                            every) for name, (every, min_size, flip) in configs.items()}
-        for _ in range(repeats):
-            for name, (detector, every) in detectors.items():
-                runs[name].append(time_video(detector, path, detect_every=every))
-    return {name: sorted(r, key=lambda x: x["fps"])[len(r) // 2] for name, r in runs.items()}
-
-
 def main(argv=None):
-    parser = OneLineParser(description="Keypoint jitter and frame rate of detect.py on video.")
+    parser = OneLineParser(description="Keypoint jitter of detect.py on video.")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--frames", type=int, default=120, help="frames per synthetic clip")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--flip", action="store_true", help="jitter with flip averaging")
-    parser.add_argument("--skip-jitter", action="store_true")
-    parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if not args.skip_jitter:
-        print(f"keypoint jitter, px: std per point after removing the known shift, mean of 68 points; "
-              f"{args.frames} frames per clip, sensor noise std 3, flip averaging {args.flip}:")
-        for clip, values in measure_jitter(args.model, args.frames, flip_average=args.flip).items():
-            print(f"  {clip}")
-            for name, value in values.items():
-                print(f"    {name:36s} {value:7.3f}")
-    if not args.skip_speed:
-        print(f"speed, 640x480 mp4 with one face, {args.frames} frames, torch threads "
-              f"{torch.get_num_threads()}, OpenCV threads {cv2.getNumThreads()}:")
-        for name, r in measure_speed(args.model, args.frames).items():
-            stages = "  ".join(f"{k} {v:.2f}" for k, v in r["ms"].items())
-            print(f"  {name:38s} {r['fps']:6.1f} fps  ms/frame: {stages}  "
-                  f"faces/frame {r['faces_per_frame']:.2f}")
+    print(f"keypoint jitter, px: std per point after removing the known shift, mean of 68 points; "
+          f"{args.frames} frames per clip, sensor noise std 3, flip averaging {args.flip}:")
+    for clip, values in measure_jitter(args.model, args.frames, flip_average=args.flip).items():
+        print(f"  {clip}")
+        for name, value in values.items():
+            print(f"    {name:36s} {value:7.3f}")
 
 
 if __name__ == "__main__":

@@ -5,13 +5,12 @@ Notebook 2. Both take a square grayscale face crop in [0, 1] and return 136 numb
 keypoints in crop coordinates normalised to [-1, 1]. `build_model(arch, input_size)` picks one by
 name, and `save_model` / `load_model` store a network with the metadata needed to use it.
 
-`Net` has two output heads to choose from. "regression" (fully-connected layers that output the
-136 numbers) is the course's way. "heatmap" is a 1x1 convolution on the last 7 x 7 feature map
-that scores, for every keypoint, which cell of a 7 x 7 grid over the crop holds it and where in
-that cell it lies (Jin et al., "Pixel-in-Pixel Net", 2021); `decode_heatmaps` turns those maps
-into the same 136 numbers, so everything downstream is the same for both heads. "integral" has
-the same maps but decodes them smoothly, as the softmax-weighted mean of the cells' positions
-(integral regression, Sun et al., 2018), so it trains with the regression head's losses.
+`Net` has two output heads. "regression" (fully-connected layers that output the 136 numbers) is
+the course's way, and Net's default, which older model files have. "integral", what train.py
+gives it, is a 1x1 convolution on the last 7 x 7 feature map that scores, for every keypoint,
+each cell of a 7 x 7 grid over the crop and predicts where in that cell the keypoint lies (as in
+Pixel-in-Pixel Net, Jin et al., 2021); the keypoint is the softmax-weighted mean of the cells'
+positions (integral regression, Sun et al., 2018), the same 136 numbers as the other head's.
 """
 
 import copy
@@ -25,7 +24,7 @@ from facial_keypoints.face_crop import CROP_META, NUM_KEYPOINTS
 from facial_keypoints.media import one_line
 
 NUM_OUTPUTS = 2 * NUM_KEYPOINTS  # 68 keypoints x (x, y)
-HEADS = ("regression", "heatmap", "integral")
+HEADS = ("regression", "integral")
 
 
 def conv_bn_relu(in_channels, out_channels, stride=1):
@@ -34,34 +33,14 @@ def conv_bn_relu(in_channels, out_channels, stride=1):
             nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
 
 
-def split_heatmaps(maps):
-    """A heatmap head's (N, 3 * 68, G, G) output -> scores, x offsets, y offsets, each (N, 68, G * G)."""
+def integral_keypoints(maps, input_size):
+    """The integral head's keypoints from its (N, 3 * 68, G, G) maps (per keypoint: the cells'
+    scores, x offsets, y offsets, the offsets in cell units): each cell's position (its corner
+    plus its offsets) weighted by the softmax of the scores over the cells, so the output moves
+    smoothly with the maps and a coordinate loss trains them. Returns (N, 136) in the regression
+    head's units: crop pixels normalised by (p - (size - 1) / 2) / ((size - 1) / 2)."""
     n, _, grid, _ = maps.shape
     scores, dx, dy = maps.view(n, 3, NUM_KEYPOINTS, grid * grid).unbind(1)
-    return scores, dx, dy
-
-
-def decode_heatmaps(maps, input_size):
-    """Keypoints from a heatmap head's maps: for each keypoint, the cell with the highest score,
-    plus the offset predicted in that cell (in cell units, 0..1 inside it). Returns (N, 136) in
-    the regression head's units: crop pixels normalised by (p - (size - 1) / 2) / ((size - 1) / 2)."""
-    grid = maps.shape[-1]
-    scores, dx, dy = split_heatmaps(maps)
-    best = scores.argmax(dim=2, keepdim=True)                      # (N, 68, 1): the winning cell
-    cell_x, cell_y = (best % grid).float(), torch.div(best, grid, rounding_mode="floor").float()
-    cell = input_size / grid                                       # cell side in crop pixels
-    x = (cell_x + dx.gather(2, best)) * cell
-    y = (cell_y + dy.gather(2, best)) * cell
-    half = (input_size - 1) / 2
-    return ((torch.cat([x, y], dim=2) - half) / half).flatten(1)
-
-
-def integral_keypoints(maps, input_size):
-    """The integral head's keypoints: each cell's position (its corner plus its offsets) weighted
-    by the softmax of the scores over the cells, so the output moves smoothly with the maps and a
-    coordinate loss trains them. Same units as decode_heatmaps."""
-    grid = maps.shape[-1]
-    scores, dx, dy = split_heatmaps(maps)
     weights = scores.softmax(dim=2)
     cells = torch.arange(grid * grid, device=maps.device)
     cell = input_size / grid
@@ -69,18 +48,6 @@ def integral_keypoints(maps, input_size):
     y = (weights * (torch.div(cells, grid, rounding_mode="floor").float() + dy)).sum(dim=2) * cell
     half = (input_size - 1) / 2
     return ((torch.stack([x, y], dim=2) - half) / half).flatten(1)
-
-
-def heatmap_targets(keypoints, input_size, grid):
-    """The inverse of decode_heatmaps, for the training loss: normalised (N, 68, 2) keypoints ->
-    (cell index in 0 .. G*G-1, x offset, y offset), each (N, 68). A keypoint off the crop goes to
-    the nearest border cell, with an offset outside 0..1 that still decodes to it exactly."""
-    half = (input_size - 1) / 2
-    in_cells = (keypoints * half + half) / (input_size / grid)    # crop pixels -> cell units
-    cell = in_cells.floor().clamp(0, grid - 1)
-    offset = in_cells - cell
-    index = (cell[..., 1] * grid + cell[..., 0]).long()
-    return index, offset[..., 0], offset[..., 1]
 
 
 class Net(nn.Module):
@@ -100,11 +67,8 @@ class Net(nn.Module):
       are equal), and dropout only slowed its training down (Notebook 2 compares the two), so
       capacity is better spent than thrown away.
 
-    With head="heatmap" the last max-pool and the fully-connected layers give way to one 1x1
-    convolution on the 7 x 7 map (see the module docstring). In training mode that network returns
-    its raw maps, which train.py's loss compares with `heatmap_targets`; in eval mode it returns
-    the decoded 136 numbers like the regression head. head="integral" has the same layers and
-    always returns the 136 numbers (integral_keypoints).
+    With head="integral" the last max-pool and the fully-connected layers give way to one 1x1
+    convolution on the 7 x 7 map, read by integral_keypoints (see the module docstring).
     """
 
     def __init__(self, input_size=112, widths=(16, 32, 48, 96, 192), hidden=384, dropout=0.0,
@@ -133,11 +97,7 @@ class Net(nn.Module):
 
     def forward(self, x):
         out = self.head(self.features(x))
-        if self.head_type == "integral":
-            return integral_keypoints(out, self.input_size)
-        if self.head_type == "heatmap" and not self.training:
-            return decode_heatmaps(out, self.input_size)
-        return out
+        return integral_keypoints(out, self.input_size) if self.head_type == "integral" else out
 
 
 class NaimishNet(nn.Module):
@@ -242,8 +202,8 @@ def load_model(path, device="cpu"):
 def inference_copy(model):
     """A copy of a network for prediction only: eval mode, every convolution merged with the batch
     norm right after it (fuse_conv_bn_eval: the same function with one layer fewer) and
-    channels_last memory, which is faster on a CPU (README, Benchmarks); feed it channels_last
-    input. The original network is left as it is."""
+    channels_last memory, which is faster on a CPU (docs/EXPERIMENTS.md, a faster PyTorch
+    backend); feed it channels_last input. The original network is left as it is."""
     model = copy.deepcopy(model).eval()
     for block in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
         for i in range(len(block) - 1):

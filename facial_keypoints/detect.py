@@ -5,6 +5,7 @@
     python detect.py --camera 0 --out outputs/
     python detect.py photos/ --workers 2 --json k.jsonl   # two processes for the folder's images
     python detect.py photo.jpg --backend torch        # PyTorch instead of onnxruntime
+    python detect.py photo.jpg --accurate             # more forward passes per face: slower, a little better
 
 As a library:
 
@@ -51,13 +52,14 @@ from .media import Face, OneLineParser
 WEIGHT_SHARE = 0.004
 # The face check: on a face, the network reads a crop and its mirror image alike; on what is no
 # face (an ear, a collar, a tie, a head seen side-on) the two readings disagree. The limit is the
-# mean |difference| in normalised crop coordinates (1 = half the crop side), set above what the
-# labelled faces of the test and unseen sets, turned and degraded, give, all but one (README, Limits).
-MAX_FLIP_DISAGREEMENT = 0.06
-# The last crop of each face is cut five times, moved by these fractions of the box side (x, y):
-# the network's error differs a little from crop to crop, and the mean of five readings has about
-# 1.5 % lower NME than one (0.06-0.09 points, README, Deploy) for four more flip-averaged passes
-# per face. The first, unmoved crop is the one the face check reads.
+# mean |difference| in normalised crop coordinates (1 = half the crop side). Chosen on the
+# validation people's faces, turned and degraded: it keeps all but 0.1 % of them, with a step of
+# margin because the shipped recipe's last step also trained on them (docs/EXPERIMENTS.md).
+MAX_FLIP_DISAGREEMENT = 0.05
+# With `accurate`, the last crop of each face is cut five times, moved by these fractions of the box
+# side (x, y): the network's error differs a little from crop to crop, and the mean of five readings
+# is a little better than one, for four more flip-averaged passes per face (docs/EXPERIMENTS.md).
+# The first, unmoved crop is the one the face check reads.
 CROP_SHIFTS = ((0.0, 0.0), (0.03, 0.0), (-0.03, 0.0), (0.0, 0.03), (0.0, -0.03))
 HAAR_CASCADE = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
 
@@ -67,52 +69,69 @@ class FaceDetector:
     larger than `max_side` are downscaled for detection only; boxes come back in original pixels.
 
     The cascade knows upright faces only, so it also runs on copies of the image turned by each of
-    `rotations` degrees: a tilted head is upright in one of them. A face found in several copies
-    is kept where the cascade was surest of it (its level weight; KeypointDetector.find_faces asks
-    the network instead), and a box that covers more than `overlap` of a surer one (or of itself)
-    is dropped as the same face (two real faces overlapping that much lose one). `find` gives each face's box
-    and the angle of the copy it was found in (its rough roll: its crop is turned by that angle);
+    `rotations` degrees: a tilted head is upright in one of them. In an image whose long side is
+    at least `half_from` pixels (HALF_RES_FROM; None: never) the turned copies are searched at half
+    resolution, a quarter of the work each (with HALF_RES_SEARCH's finer steps); there a tilted
+    face below about 48 pixels is found only when upright.
+    A face found in several copies is kept where the cascade was surest of it (its level weight;
+    KeypointDetector.find_faces asks the network instead), and a box that covers more than
+    `overlap` of a surer one (or of itself) is dropped as the same face (two real faces
+    overlapping that much lose one). `find` gives each face's box and the angle of the copy it
+    was found in (its rough roll: its crop is turned by that angle);
     `__call__` gives the boxes alone. When no copy has a face, a more sensitive upright pass
     (`retry`: finer scale steps, fewer neighbours) runs before giving up.
     """
 
     ROTATIONS = (-22.5, 22.5, -45.0, 45.0)  # the cascade finds faces within ~15 degrees of upright
+    # The turned copies at half resolution: a quarter of the pixels, where the cascade needs finer
+    # scale steps and one neighbour (scale factor, min neighbours) to find as many tilted faces as
+    # at full resolution. Not below HALF_RES_FROM pixels (the long side): there the faces are
+    # small, near the cascade's 24-pixel window at half resolution, and many were missed. Both
+    # chosen on the validation people (docs/EXPERIMENTS.md).
+    HALF_RES_SEARCH = (1.1, 1)
+    HALF_RES_FROM = 640
 
     def __init__(self, scale_factor=1.2, min_neighbors=2, min_size=30, max_side=1024,
                  cascade=HAAR_CASCADE, retry=(1.05, 1), rotations=ROTATIONS, overlap=0.3,
-                 upright_bonus=1.0):
+                 upright_bonus=1.0, half_from=HALF_RES_FROM):
         self.cascade = cv2.CascadeClassifier(cascade)
         if self.cascade.empty():
             raise RuntimeError(f"{cascade}: could not load the Haar cascade")
         self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
         self.min_size, self.max_side, self.retry, self.rotations = min_size, max_side, retry, rotations
-        self.overlap, self.upright_bonus = overlap, upright_bonus
+        self.overlap, self.upright_bonus, self.half_from = overlap, upright_bonus, half_from
 
-    def find(self, gray, rotations=None, coarse=()):
+    def find(self, gray, rotations=None):
         """(boxes (N, 4) x, y, w, h in image pixels, angles (N,) in degrees); `rotations`
-        overrides self.rotations for this call, and the copies turned by `coarse` angles are
-        searched at half resolution (the video tracker turns fewer copies per frame)."""
-        return self.merge(self.candidates(gray, rotations, coarse))
+        overrides self.rotations for this call (the video tracker turns fewer copies per frame)."""
+        return self.merge(self.candidates(gray, rotations))
 
-    def candidates(self, gray, rotations=None, coarse=()):
+    def candidates(self, gray, rotations=None):
         """Every detection in every turned copy, before merging: a list of (weight, box, angle)."""
         scale = min(1.0, self.max_side / max(gray.shape[:2]))
         small = gray if scale == 1 else cv2.resize(gray, None, fx=scale, fy=scale,
                                                    interpolation=cv2.INTER_AREA)
         min_size = (max(1, int(round(self.min_size * scale))),) * 2
-        found = []  # (weight, crop centre, side, angle)
-        for angle in (0.0, *(self.rotations if rotations is None else rotations)):
-            found += self.find_turned(small, angle, min_size)
-        if coarse:  # faces below twice min_size are missed there
-            half = cv2.resize(small, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
-            for angle in coarse:
-                found += [(weight, centre * 2, side * 2, angle)
-                          for weight, centre, side, angle in self.find_turned(half, angle, min_size)]
+        found = self.find_turned(small, 0.0, self.scale_factor, self.min_neighbors, min_size)
+        rotations = self.rotations if rotations is None else rotations
+        if len(rotations):
+            reduced, shrink, search = self.turned_search(small, min_size)
+            for angle in rotations:
+                found += [(weight, centre / shrink, side / shrink, angle)
+                          for weight, centre, side, angle in self.find_turned(reduced, angle, *search)]
         if not found and self.retry:
             boxes = self.cascade.detectMultiScale(small, *self.retry, minSize=min_size)
             found = [(0.0, crop_centre(box), float(box[2]), 0.0) for box in boxes]
         return [(weight, box_for_crop_centre(centre / scale, side / scale), angle)
                 for weight, centre, side, angle in found]
+
+    def turned_search(self, gray, min_size):
+        """(image, its scale, cascade settings) for the turned copies: half resolution from
+        half_from pixels on, else the upright pass's own."""
+        if self.half_from is None or max(gray.shape[:2]) < self.half_from:
+            return gray, 1.0, (self.scale_factor, self.min_neighbors, min_size)
+        half = cv2.resize(gray, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+        return half, 0.5, (*self.HALF_RES_SEARCH, (max(1, int(round(min_size[0] * 0.5))),) * 2)
 
     def merge(self, found, upright_bonus=None):
         """(boxes, angles) of the detections kept_of(found) keeps."""
@@ -134,7 +153,7 @@ class FaceDetector:
                 kept = [k for k in kept if k not in overlapping] + [i]
         return sorted(kept)
 
-    def find_turned(self, gray, angle, min_size):
+    def find_turned(self, gray, angle, scale_factor, min_neighbors, min_size):
         """The cascade on the image turned by `angle` degrees: a list of (weight, crop centre in
         image pixels, side, angle) per face."""
         turn = None
@@ -143,7 +162,7 @@ class FaceDetector:
             turn = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)
             gray = cv2.warpAffine(gray, turn, (w, h), flags=cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_REPLICATE)
-        boxes, _, weights = self.cascade.detectMultiScale3(gray, self.scale_factor, self.min_neighbors,
+        boxes, _, weights = self.cascade.detectMultiScale3(gray, scale_factor, min_neighbors,
                                                            minSize=min_size, outputRejectLevels=True)
         faces = []
         for box, weight in zip(boxes, np.ravel(weights), strict=True):
@@ -186,19 +205,19 @@ def stopwatch(seconds, stage):
 class KeypointDetector:
     """Faces -> crops -> keypoints, with the model (backends.load_backend: "auto", "torch" for a
     .pt or "onnx" for a .onnx; default: the shipped one) and the face detector loaded once. With
-    `refine`, each face is cropped twice more, each time from the box its last keypoints imply
+    `refine`, each face is cropped once more, from the box its first keypoints imply
     (face_crop.upright_box), and predicted again: a crop centred on the face whatever the
-    detector's box, and turned so that the eyes are within `max_roll` degrees of level; the last
-    crop is cut once per `crop_shifts` (CROP_SHIFTS; None: once) and the readings averaged
-    (without refine, as the video tracker runs it, each box is read once). With
+    detector's box, and turned so that the eyes are within `max_roll` degrees of level: three
+    forward passes per face with flip averaging (without refine, as the video tracker runs it,
+    each box is read once). `accurate` adds a middle refine crop and reads the last crop at each of
+    CROP_SHIFTS, averaging the readings: twelve passes, a little more accurate. With
     flip averaging, the last pass also checks that each crop shows a face
     (`max_disagreement`, MAX_FLIP_DISAGREEMENT; None: no check): a detection that fails the check
     gets NaN keypoints from keypoints_for_boxes and is left out by `detect`. `seconds` adds up the
     time per stage (detection, crop, cnn) for benchmarks."""
 
     def __init__(self, model_path=None, face_detector=None, flip_average=True, refine=True,
-                 backend="auto", max_roll=5.0, max_disagreement=MAX_FLIP_DISAGREEMENT,
-                 crop_shifts=CROP_SHIFTS):
+                 backend="auto", max_roll=5.0, max_disagreement=MAX_FLIP_DISAGREEMENT, accurate=False):
         self.backend = load_backend(backend, model_path)
         self.backend_name, self.backend_path = self.backend.name, self.backend.path
         self.model, self.meta = self.backend.model, self.backend.meta
@@ -206,7 +225,7 @@ class KeypointDetector:
         self.margin, self.shift = self.meta["crop_margin"], self.meta["crop_shift"]
         self.face_detector = face_detector or FaceDetector()
         self.flip_average, self.refine, self.max_roll = flip_average, refine, max_roll
-        self.max_disagreement, self.crop_shifts = max_disagreement, crop_shifts
+        self.max_disagreement, self.accurate = max_disagreement, accurate
         self.seconds = defaultdict(float)
 
     def crops(self, gray, boxes, angles=None):
@@ -222,26 +241,27 @@ class KeypointDetector:
     def keypoints_for_boxes(self, image, boxes, angles=None, refine=None, first=None, check=True):
         """(N, 68, 2) keypoints in image pixels for the given face boxes, crops turned by `angles`.
         Without refine (which defaults to self.refine) one CNN pass on those crops. With it, each
-        face is cropped twice more, each time from the box its last keypoints imply, turned
-        upright (face_crop.upright_box): the first keypoints place the second crop only roughly
-        when the detector's box or angle was off (a copy's angle far from the face's, a tilted
-        face found upright), and the third crop is the one a video track would cut next, which
-        the face check reads. Only that last pass is flip-averaged and cut at each of
-        crop_shifts: the first two only place the next crop (flip-averaging them too measured no
-        better, at twice their cost: README, Deploy), and `first`, keypoints already predicted on
-        the first crops (find_faces), replaces the first. With `check` (False where a face is
-        known to be there, as in evaluate.py's labelled-box protocol) the last pass makes the face
-        check: a crop that shows no face the network can read gets NaN keypoints (see the class
-        docstring)."""
+        face is cropped again from the box its first keypoints imply, turned upright
+        (face_crop.upright_box): a crop centred on the face whatever the detector's box or angle,
+        the one a video track would cut next, read flip-averaged; it makes the face check. The
+        first pass only places that crop, so it is read one way. `first`, keypoints already
+        predicted on the first crops (find_faces), replaces the first pass. With `accurate`, a
+        middle crop placed the same way comes between them (it helps when the detector's box or
+        angle was far off) and the last crop is read at each of CROP_SHIFTS. With `check` (False
+        where a face is known to be there, as in evaluate.py's labelled-box protocol) the last
+        pass makes the face check: a crop that shows no face the network can read gets NaN
+        keypoints (see the class docstring)."""
         gray = media.to_gray(image)
         if not (self.refine if refine is None else refine):
             return self.predict_boxes(gray, boxes, angles, check=check)
         keypoints = self.predict_boxes(gray, boxes, angles, flip_average=False) if first is None else first
         if len(keypoints) == 0:
             return keypoints
-        keypoints = self.predict_boxes(gray, *self.next_crops(keypoints), flip_average=False)
+        if self.accurate:
+            keypoints = self.predict_boxes(gray, *self.next_crops(keypoints), flip_average=False)
         last_boxes, last_angles = self.next_crops(keypoints)
-        return self.predict_boxes(gray, last_boxes, last_angles, check=check, shifts=self.crop_shifts)
+        shifts = CROP_SHIFTS if self.accurate else None
+        return self.predict_boxes(gray, last_boxes, last_angles, check=check, shifts=shifts)
 
     @staticmethod
     def passed_check(keypoints):
@@ -288,14 +308,14 @@ class KeypointDetector:
         pred = denormalize_keypoints(pred, self.size)
         return np.stack([transform_points(p, invert_matrix(m)) for p, m in zip(pred, matrices, strict=True)])
 
-    def find_faces(self, gray, rotations=None, coarse=()):
+    def find_faces(self, gray, rotations=None):
         """(boxes (N, 4), angles (N,), keypoints (N, 68, 2) or None) of the faces in a gray image
         (FaceDetector.find, timed as the detection stage). When turned copies found faces, the
         same face found at several angles is kept at the angle where the network sees it best
         (rank_by_symmetry), and the flip-averaged keypoints the network gave each kept crop come
         too (keypoints_for_boxes' first pass; None when no ranking ran)."""
         with stopwatch(self.seconds, "detection"):
-            found = self.face_detector.candidates(gray, rotations, coarse)
+            found = self.face_detector.candidates(gray, rotations)
         if len(found) < 2 or not any(angle for *_, angle in found):
             return *self.face_detector.merge(found), None
         scored, keypoints = self.rank_by_symmetry(gray, found)
@@ -340,6 +360,9 @@ def parse_args(argv=None):
     parser.add_argument("--scale-factor", type=float, default=1.2, help="Haar cascade scale step")
     parser.add_argument("--min-neighbors", type=int, default=2, help="Haar cascade minNeighbors")
     parser.add_argument("--min-size", type=int, default=30, help="smallest face in pixels")
+    parser.add_argument("--accurate", action="store_true",
+                        help="read each face with more forward passes (a middle refine crop, the last "
+                             "crop at five small shifts): slower, a little more accurate")
     parser.add_argument("--no-flip", action="store_true",
                         help="no flip averaging (faster, a bit less accurate; no face check either, "
                              "so more false faces)")
@@ -357,7 +380,8 @@ def build_detector(args):
     process builds its own from the same options)."""
     face_detector = FaceDetector(args.scale_factor, args.min_neighbors, args.min_size,
                                  rotations=() if args.upright_only else FaceDetector.ROTATIONS)
-    return KeypointDetector(args.model, face_detector, flip_average=not args.no_flip, backend=args.backend)
+    return KeypointDetector(args.model, face_detector, flip_average=not args.no_flip, backend=args.backend,
+                            accurate=args.accurate)
 
 
 def main(argv=None):

@@ -87,10 +87,12 @@ def unseen_people(path=UNSEEN_PEOPLE):
         return {line.strip() for line in f if line.strip() and not line.startswith("#")}
 
 
-def read_keypoints_csv(csv_file, images_dir=None):
+def read_keypoints_csv(csv_file, images_dir=None, arrays=False):
     """Read a course-format CSV (a header row, then image name, x0, y0 .. x67, y67 per row) and
     check every cell: names present, coordinates finite numbers of sane size. With `images_dir`,
-    every listed image must exist there. A CSV whose first line is data (no header) is read whole."""
+    every listed image must exist there. A CSV whose first line is data (no header) is read whole.
+    Returns the rows as a DataFrame (columns "image", "0" .. "135"); with `arrays`, the image
+    names (a list) and their keypoints, an (N, 68, 2) float64 array, instead."""
     if not os.path.isfile(csv_file):
         raise DataError(f"{csv_file}: no such file (set FKP_DATA or run `make data`)")
     # Imported here: only labelled CSVs (training, evaluation) need pandas; the pip-installed
@@ -129,6 +131,8 @@ def read_keypoints_csv(csv_file, images_dir=None):
         if missing:
             raise DataError(f"{csv_file}: {len(missing)} listed image(s) missing from {images_dir}, "
                             f"first {missing[0]}")
+    if arrays:  # a copy: the DataFrame holds `coords` read-only
+        return list(frame["image"]), coords.reshape(len(frame), NUM_KEYPOINTS, 2).copy()
     return frame
 
 

@@ -114,7 +114,7 @@ class FaceTracker:
     def __call__(self, frame):
         gray = media.to_gray(frame)
         if self.detect_next or self.frame_index % self.detect_every == 0:
-            self.match_detections(gray, *self.detector.find_faces(gray, *self.rotations_now()))
+            self.match_detections(gray, *self.detector.find_faces(gray, self.rotations_now()))
         self.frame_index, self.detect_next = self.frame_index + 1, False
         keypoints = self.detector.keypoints_for_boxes(gray, [t.box for t in self.tracks],
                                                       [t.angle for t in self.tracks], refine=False)
@@ -136,21 +136,19 @@ class FaceTracker:
         return faces
 
     def rotations_now(self):
-        """(full, coarse): the turned copies this detection round searches. At full resolution the
-        one nearest to each tilted track, so the cascade can confirm it; at half resolution one
-        more in turn, so a new tilted face is found within a few rounds. A round then costs about
-        1.25 cascade passes, not five, for an upright face."""
+        """The turned copies this detection round searches: the one nearest to each tilted track,
+        so the cascade can confirm it, and one more in turn, so a new tilted face is found within
+        a few rounds. A round then searches one or two turned copies, not four."""
         rotations = tuple(self.detector.face_detector.rotations)
         if not rotations:
-            return (), ()
-        search = rotations[self.rounds % len(rotations)]
-        wanted = set()
+            return ()
+        wanted = {rotations[self.rounds % len(rotations)]}
         for track in self.tracks:
             nearest = min(rotations, key=lambda r: abs(angle_between(r, track.angle)))  # noqa: B023
             if abs(angle_between(nearest, track.angle)) < abs(angle_between(0.0, track.angle)):
                 wanted.add(nearest)
         self.rounds += 1
-        return tuple(sorted(wanted)), () if search in wanted else (search,)
+        return tuple(sorted(wanted))
 
     def drop_duplicates(self):
         """Two tracks that converged on the same face: keep the older one."""

@@ -11,7 +11,7 @@ To add a row, append a Case to CASES (or build one with a helper like train_case
   course-layout dataset at {tmp}/data (FKP_DATA) and whatever `setup(tmp)` writes first;
 - unchanged: paths relative to that folder, compared by sha256 before and after the run;
 - interrupt_after: send Ctrl-C (SIGINT) once stdout shows this text; check(tmp): more assertions.
-Pass --no-progress (or the script's equivalent) so progress bars do not count as stderr lines.
+Progress bars are drawn only on a terminal, so they do not count as stderr lines here.
 """
 
 import hashlib
@@ -60,8 +60,8 @@ class Case:
 # ---------------------------------------------------------------------------------------------
 # Helpers for train.py rows: a tiny network, and the files a user may already have.
 
-TRAIN = ["train.py", "--no-progress", "--input-size", "32", "--widths", "4,4,4,4,4", "--hidden", "8",
-         "--head", "regression", "--batch-size", "2", "--epochs", "1", "--out", "{tmp}/model.pt"]
+TRAIN = ["train.py", "--input-size", "32", "--widths", "4,4,4,4,4", "--batch-size", "2", "--epochs", "1",
+         "--out", "{tmp}/model.pt"]
 CSV = "training_frames_keypoints.csv"
 
 
@@ -168,9 +168,7 @@ CASES = [
     train_case("arch-foo", ["--arch", "foo"], 2, "--arch"),
     train_case("widths-three", ["--widths", "1,2,3"], 2, "--widths"),
     train_case("widths-zero", ["--widths", "0,4,4,4,4"], 2, "--widths"),
-    train_case("hidden-0", ["--hidden", "0"], 2, "--hidden"),
     train_case("rotation-negative", ["--rotation", "-5"], 2, "--rotation"),
-    train_case("workers-negative", ["--workers", "-1"], 2, "--workers"),
     train_case("device-tpu", ["--device", "tpu"], 2, "--device"),
     train_case("input-size-too-small", ["--input-size", "8"], 1, "--input-size 8"),
     # Output paths: checked before the data is loaded.

@@ -349,8 +349,8 @@ def test_flip_permutation_pairs_mirror_points():
 
 def test_flip_permutation_matches_the_mean_face(dataset_dir):
     """Mirror the training set's mean shape and permute it: each point must land nearest to itself."""
-    frame = media.read_keypoints_csv(os.path.join(dataset_dir, "training_frames_keypoints.csv"))
-    faces = frame.iloc[:, 1:].to_numpy(dtype=np.float64).reshape(-1, 68, 2)
+    csv_file = os.path.join(dataset_dir, "training_frames_keypoints.csv")
+    _, faces = media.read_keypoints_csv(csv_file, arrays=True)
     faces = faces - faces.mean(1, keepdims=True)
     faces /= np.linalg.norm(faces[:, 36] - faces[:, 45], axis=1)[:, None, None]
     mean = faces.mean(0)

@@ -136,8 +136,9 @@ def test_refine_recentres_a_badly_placed_box(detector):
 
 def test_last_crop_is_the_mean_of_its_shifted_crops(detector):
     """predict_boxes with shifts reads one crop per shift (each box moved by that fraction of its
-    side) and averages their keypoints in image pixels, face by face; keypoints_for_boxes does
-    that on the last crop only, with CROP_SHIFTS by default and once with crop_shifts=None."""
+    side) and averages their keypoints in image pixels, face by face. keypoints_for_boxes reads
+    three passes by default (a first crop one way, the crop its keypoints imply both ways); with
+    accurate=True a middle crop comes between, and the last crop is read at CROP_SHIFTS."""
     face, _ = astronaut_face()
     gray = media.to_gray(face)
     box = detector.face_detector(gray)[0]
@@ -151,14 +152,33 @@ def test_last_crop_is_the_mean_of_its_shifted_crops(detector):
     unshifted = detector.predict_boxes(gray, boxes, [0.0, 10.0])
     assert np.abs(averaged - unshifted).max() > 0.05  # the shifted crops read differently
 
-    single = detect.KeypointDetector(crop_shifts=None)
+    accurate = detect.KeypointDetector(accurate=True)
     start = detector.predict_boxes(gray, [box], flip_average=False)
-    last_box, last_angle = detector.next_crops(detector.predict_boxes(gray, *detector.next_crops(start),
-                                                                      flip_average=False))
+    lean_box, lean_angle = detector.next_crops(start)
     np.testing.assert_allclose(detector.keypoints_for_boxes(face, [box]),
+                               detector.predict_boxes(gray, lean_box, lean_angle), atol=1e-6)
+    last_box, last_angle = detector.next_crops(detector.predict_boxes(gray, lean_box, lean_angle,
+                                                                      flip_average=False))
+    np.testing.assert_allclose(accurate.keypoints_for_boxes(face, [box]),
                                detector.predict_boxes(gray, last_box, last_angle, shifts=shifts), atol=1e-6)
-    np.testing.assert_allclose(single.keypoints_for_boxes(face, [box]),
-                               detector.predict_boxes(gray, last_box, last_angle), atol=1e-6)
+
+
+def test_the_default_step_is_three_forward_passes_per_face(monkeypatch):
+    """A first crop read one way, then the refine crop read both ways: three network inputs per
+    face; accurate=True reads twelve (one, one, then five shifted crops both ways)."""
+    face, _ = astronaut_face()
+    inputs = []
+    one_way, both_ways = detect.predict_normalized, detect.predict_both_ways
+    monkeypatch.setattr(detect, "predict_normalized", lambda model, crops: inputs.append(len(crops)) or
+                        one_way(model, crops))
+    monkeypatch.setattr(detect, "predict_both_ways", lambda model, crops: inputs.append(2 * len(crops)) or
+                        both_ways(model, crops))
+    for accurate, passes in ((False, 3), (True, 12)):
+        counted = detect.KeypointDetector(accurate=accurate)
+        box = counted.face_detector(media.to_gray(face))[0]
+        inputs.clear()
+        counted.keypoints_for_boxes(face, [box, box + [5, 5, 0, 0]])
+        assert sum(inputs) == 2 * passes, (accurate, inputs)
 
 
 def test_one_euro_filter_smooths_noise_and_follows_steps():
@@ -189,8 +209,8 @@ def test_tracker_keeps_ids_detects_every_k_frames_and_smooths(detector):
     for smooth in (False, True):
         calls = []
         tracker = tracking.FaceTracker(detector, fps=30, detect_every=6, smooth=smooth)
-        detector.find_faces = lambda gray, rotations=None, coarse=(), calls=calls: calls.append(1) or type(
-            detector).find_faces(detector, gray, rotations, coarse)
+        detector.find_faces = lambda gray, rotations=None, calls=calls: calls.append(1) or type(
+            detector).find_faces(detector, gray, rotations)
         try:
             results = [tracker(frame) for frame in frames]
         finally:
@@ -215,7 +235,7 @@ class StubFaceDetector(detect.FaceDetector):
         super().__init__()
         self.boxes = boxes
 
-    def candidates(self, gray, rotations=None, coarse=()):
+    def candidates(self, gray, rotations=None):
         return [(1.0, np.array(box, dtype=np.float64), 0.0) for box in self.boxes]
 
 
@@ -322,6 +342,30 @@ def test_a_tilted_head_is_found_and_its_keypoints_follow_it(detector, degrees):
     found = min(detector.detect(tilted), key=lambda f: np.linalg.norm(f.keypoints - expected, axis=1).mean())
     assert np.linalg.norm(found.keypoints - expected, axis=1).mean() < 0.05 * eye_distance
     assert abs(found.roll - face_crop.angle_between(upright.roll - degrees, 0.0)) < 4
+
+
+def test_a_large_image_searches_its_turned_copies_at_half_resolution(detector, monkeypatch):
+    """From HALF_RES_FROM pixels on, the turned copies are half the size of the upright one, and a
+    head tilted 40 degrees in a large photo is still found and read as on the small one."""
+    face, _ = astronaut_face()
+    tilted, _ = turned(face, -40.0)
+    large = cv2.resize(tilted, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
+    assert max(tilted.shape[:2]) < detect.FaceDetector.HALF_RES_FROM <= max(large.shape[:2])
+    searched = []
+    find_turned = detect.FaceDetector.find_turned
+    monkeypatch.setattr(detect.FaceDetector, "find_turned", lambda self, gray, angle, *search:
+                        searched.append((angle, gray.shape)) or find_turned(self, gray, angle, *search))
+    [small_face] = [f for f in detector.detect(tilted) if abs(f.roll) > 20]
+    assert {shape for angle, shape in searched} == {tilted.shape[:2]}
+    searched.clear()
+    [large_face] = [f for f in detector.detect(large) if abs(f.roll) > 20]
+    shapes = {angle: shape for angle, shape in searched}
+    assert shapes[0.0] == large.shape[:2]
+    half = (large.shape[0] // 2, large.shape[1] // 2)
+    assert all(shapes[angle] == half for angle in detect.FaceDetector.ROTATIONS)
+    eye_distance = np.linalg.norm(small_face.keypoints[36] - small_face.keypoints[45])
+    error = np.linalg.norm(large_face.keypoints / 3 - small_face.keypoints, axis=1).mean()
+    assert error < 0.05 * eye_distance
 
 
 @pytest.mark.parametrize("degrees", [90.0, 180.0])

@@ -205,7 +205,7 @@ def test_help_states_the_degradation_parameters(capsys):
 
 
 class RecordingDetector:
-    """Stands in for KeypointDetector in predict_dataset: keeps the images it is given and
+    """Stands in for KeypointDetector in evaluate.Protocol: keeps the images it is given and
     predicts the box's centre for every point."""
 
     def __init__(self):
@@ -226,18 +226,45 @@ def test_predict_dataset_rotates_then_degrades_each_image(tiny_dataset):
     folder, _ = tiny_dataset
     csv_file, images = os.path.join(folder, "test_frames_keypoints.csv"), os.path.join(folder, "test")
     plain, turned = RecordingDetector(), RecordingDetector()
-    _, gt, _ = evaluate.predict_dataset(plain, csv_file, images, "labelled-box", progress=False)
-    _, gt_turned, _ = evaluate.predict_dataset(turned, csv_file, images, "labelled-box", progress=False,
-                                               rotate=30, degrade="half")
-    frame = evaluate.read_keypoints_csv(csv_file, images)
-    for i, name in enumerate(frame.iloc[:, 0]):
+    pipeline = evaluate.Protocol(plain, "labelled-box").labelled_face
+    _, gt = evaluate.predict_dataset(pipeline, csv_file, images, progress=False)
+    pipeline = evaluate.Protocol(turned, "labelled-box").labelled_face
+    _, gt_turned = evaluate.predict_dataset(pipeline, csv_file, images, progress=False, rotate=30,
+                                            degrade="half")
+    names, _ = evaluate.read_keypoints_csv(csv_file, images, arrays=True)
+    for i, name in enumerate(names):
         rgb = load_image(os.path.join(images, name))
         expected, points = evaluate.degraded(*evaluate.rotated(rgb, gt[i], 30), "half", i)
-        assert plain.images[i].shape == rgb.shape[:2]  # gray, full size, without a degradation
+        assert (plain.images[i] == to_gray(rgb)).all()  # gray, full size, without a degradation
         assert (turned.images[i] == to_gray(expected)).all()
         assert gt_turned[i] == pytest.approx(points)
     # the labelled box holds a face: no face check, which only the pipeline protocol makes
-    assert plain.checks == turned.checks == [False] * len(frame)
+    assert plain.checks == turned.checks == [False] * len(names)
+
+
+def test_predict_dataset_runs_any_pipeline_and_counts_its_misses(tiny_dataset):
+    """The one loop for every pipeline (ours, dlib's): it gets the RGB image and its labels, and a
+    None answer is a miss (NaN row)."""
+    import os
+
+    folder, _ = tiny_dataset
+    csv_file, images = os.path.join(folder, "test_frames_keypoints.csv"), os.path.join(folder, "test")
+    seen = []
+
+    def first_only(image, labels):
+        seen.append(image.shape)
+        return labels + 1.0 if len(seen) == 1 else None
+
+    pred, gt = evaluate.predict_dataset(first_only, csv_file, images, progress=False)
+    assert [len(shape) for shape in seen] == [3, 3] and pred.shape == gt.shape == (2, 68, 2)
+    np.testing.assert_allclose(pred[0], gt[0] + 1.0)
+    assert np.isnan(pred[1]).all()
+    assert metrics.summarize(pred, gt)["found"] == 1
+
+
+def test_an_unknown_protocol_is_refused():
+    with pytest.raises(ValueError, match="unknown protocol 'guess'"):
+        evaluate.Protocol(RecordingDetector(), "guess")
 
 
 def test_report_line_names_rotation_and_degradation(tmp_path, capsys):
@@ -267,7 +294,7 @@ def test_worst_needs_a_count_of_zero_or_more(capsys):
     assert "--worst -1" in capsys.readouterr().err
 
 
-def test_no_face_check_and_no_shifts_build_the_detector_without_them(monkeypatch):
+def test_no_face_check_and_accurate_build_the_detector_so(monkeypatch):
     built = []
 
     class Stop(Exception):
@@ -278,9 +305,9 @@ def test_no_face_check_and_no_shifts_build_the_detector_without_them(monkeypatch
         raise Stop
 
     monkeypatch.setattr(evaluate, "KeypointDetector", detector)
-    for argv in ([], ["--no-face-check"], ["--no-shifts"]):
+    for argv in ([], ["--no-face-check"], ["--accurate"]):
         with pytest.raises(Stop):
             evaluate.main(argv)
     assert built[0]["max_disagreement"] > 0 and built[1]["max_disagreement"] is None
-    assert len(built[0]["crop_shifts"]) == 5 and built[1]["crop_shifts"] == built[0]["crop_shifts"]
-    assert built[2]["crop_shifts"] is None and built[2]["max_disagreement"] > 0
+    assert built[0]["accurate"] is built[1]["accurate"] is False
+    assert built[2]["accurate"] is True and built[2]["max_disagreement"] > 0

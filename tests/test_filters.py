@@ -204,8 +204,7 @@ def test_art_is_rgba_with_soft_edges_and_saved_png_matches(name):
 def test_anchors_fit_the_mean_face_of_the_dataset(dataset_dir):
     """CANONICAL_FACE describes real faces: on the training set's mean face every overlay's anchors
     land within 3 % of the eye distance of their keypoints."""
-    frame = read_keypoints_csv(os.path.join(dataset_dir, "training_frames_keypoints.csv"))
-    faces = frame.iloc[:, 1:].to_numpy(np.float64).reshape(-1, 68, 2)
+    _, faces = read_keypoints_csv(os.path.join(dataset_dir, "training_frames_keypoints.csv"), arrays=True)
     # align every face to the canonical frame by its eye centres, then average
     left, right = faces[:, 36:42].mean(1), faces[:, 42:48].mean(1)
     mean_face = np.mean([transform_points(f, similarity_matrix([lc, rc], [[-0.5, 0], [0.5, 0]]))

@@ -11,15 +11,18 @@ from conftest import project_modules_in
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "facial_keypoints"
 # Bottom to top: a module may import those listed before it, never one after it.
-LAYERS = ["facial_keypoints.face_crop", "facial_keypoints.media", "models", "metrics", "make_overlays",
-          "data_load", "facial_keypoints.backends", "facial_keypoints.tracking", "facial_keypoints.runner",
-          "facial_keypoints.detect", "facial_keypoints", "facial_keypoints.__main__", "detect", "train",
-          "evaluate", "export", "filters", "cluster", "jitter", "get_data", "bench"]
+LAYERS = ["facial_keypoints.face_crop", "facial_keypoints.media", "models", "metrics", "degradations",
+          "make_overlays", "data_load", "facial_keypoints.backends", "facial_keypoints.tracking",
+          "facial_keypoints.runner", "facial_keypoints.detect", "facial_keypoints",
+          "facial_keypoints.__main__", "detect", "train", "evaluate", "export", "filters", "cluster",
+          "jitter", "get_data", "dlib_baseline", "bench_speed", "bench_accuracy", "bench"]
+BENCHMARK = {"dlib_baseline", "bench_speed", "bench_accuracy", "bench"}
 INFERENCE = {name for name in LAYERS if name.startswith(PACKAGE)} | {"cluster"}
-NOT_FOR_INFERENCE = {"train", "bench", "filters", "evaluate", "export", "jitter", "get_data", "data_load",
-                     "metrics", "make_overlays"}
-NOT_FOR_TRAINING = {"facial_keypoints.backends", "facial_keypoints.tracking", "facial_keypoints.runner",
-                    "facial_keypoints.detect", "detect", "evaluate", "filters", "export", "bench", "jitter"}
+NOT_FOR_INFERENCE = BENCHMARK | {"train", "filters", "evaluate", "export", "jitter", "get_data", "data_load",
+                                 "metrics", "degradations", "make_overlays"}
+NOT_FOR_TRAINING = BENCHMARK | {"facial_keypoints.backends", "facial_keypoints.tracking",
+                                "facial_keypoints.runner", "facial_keypoints.detect", "detect", "evaluate",
+                                "filters", "export", "jitter"}
 
 
 def path_of(module):

@@ -17,12 +17,12 @@ UNSEEN = sorted(media.unseen_people())
 
 
 def test_the_committed_list_is_a_tenth_of_the_people(dataset_dir):
-    frames = [media.read_keypoints_csv(os.path.join(dataset_dir, f"{split}_frames_keypoints.csv"))
-              for split in ("training", "test")]
-    people = {media.identity_of(name) for frame in frames for name in frame.iloc[:, 0]}
+    csv_files = [os.path.join(dataset_dir, f"{split}_frames_keypoints.csv") for split in ("training", "test")]
+    names = [media.read_keypoints_csv(csv_file, arrays=True)[0] for csv_file in csv_files]
+    people = {media.identity_of(name) for split in names for name in split}
     assert set(UNSEEN) <= people and len(UNSEEN) == round(0.1 * len(people))
-    for frame in frames:  # each of them has images in both CSVs
-        assert set(UNSEEN) <= {media.identity_of(name) for name in frame.iloc[:, 0]}
+    for split in names:  # each of them has images in both CSVs
+        assert set(UNSEEN) <= {media.identity_of(name) for name in split}
 
 
 def test_identity_is_the_name_before_the_frame_number():
@@ -53,7 +53,7 @@ def data_with_unseen_people(tmp_path, monkeypatch):
 
 def test_default_training_never_sees_the_unseen_people(data_with_unseen_people):
     root, unseen = data_with_unseen_people
-    names = media.read_keypoints_csv(root / "training_frames_keypoints.csv").iloc[:, 0]
+    names, _ = media.read_keypoints_csv(root / "training_frames_keypoints.csv", arrays=True)
     for given, expected_left_out in (([], unseen), (["--unseen"], set())):
         args = train.parse_args(["--data", str(root), "--val-fraction", "0.25", *given])
         exclude = () if args.unseen else media.unseen_people()
@@ -71,15 +71,14 @@ def test_default_training_never_sees_the_unseen_people(data_with_unseen_people):
 def test_evaluate_unseen_takes_their_images_from_both_csvs(data_with_unseen_people, tmp_path):
     root, unseen = data_with_unseen_people
     csv_file, images_dir = evaluate.unseen_split_csv(str(tmp_path))
-    frame = media.read_keypoints_csv(csv_file, images_dir)  # every image is there
-    names = list(frame.iloc[:, 0])
+    names, keypoints = media.read_keypoints_csv(csv_file, images_dir, arrays=True)  # every image is there
     assert len(names) == 8 and {media.identity_of(n) for n in names} == unseen
     assert sum(n.startswith("training/") for n in names) == sum(n.startswith("test/") for n in names) == 4
-    source = media.read_keypoints_csv(root / "test_frames_keypoints.csv")
-    labels = dict(zip(source.iloc[:, 0], source.iloc[:, 1:].to_numpy(float), strict=True))
-    for name, row in zip(names, frame.iloc[:, 1:].to_numpy(float), strict=True):
+    source = media.read_keypoints_csv(root / "test_frames_keypoints.csv", arrays=True)
+    labels = dict(zip(*source, strict=True))
+    for name, points in zip(names, keypoints, strict=True):
         if name.startswith("test/"):  # the labels come across unchanged
-            np.testing.assert_array_equal(row, labels[name[len("test/"):]])
+            np.testing.assert_array_equal(points, labels[name[len("test/"):]])
     m = evaluate.evaluate(protocol="labelled-box", split="unseen", progress=False)
     assert m["faces"] == 8
 
@@ -95,8 +94,8 @@ def test_an_unknown_split_is_refused(data_with_unseen_people):
 def test_a_checkpoint_from_before_the_split_resumes_as_a_run_on_everyone(data_with_unseen_people, tmp_path):
     root, _ = data_with_unseen_people
     out = str(tmp_path / "m.pt")
-    common = ["--data", str(root), "--out", out, "--batch-size", "4", "--no-progress", "--widths",
-              "4,4,8,8,8", "--input-size", "32", "--val-fraction", "0.25"]
+    common = ["--data", str(root), "--out", out, "--batch-size", "4", "--widths", "4,4,8,8,8",
+              "--input-size", "32", "--val-fraction", "0.25"]
     train.main([*common, "--epochs", "1", "--unseen"])
     ckpt = torch.load(out + ".ckpt", weights_only=True)
     del ckpt["run_options"]["unseen"]  # as train.py wrote checkpoints before the split

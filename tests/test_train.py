@@ -13,8 +13,9 @@ import torch
 from conftest import write_training_split
 
 import train
-from data_load import PHOTO_GROUPS, FaceCropAugment
-from models import ModelFileError, Net, build_model, heatmap_targets, inference_copy, load_model, save_model
+from data_load import PHOTO_GROUPS, PHOTO_WEIGHTS, FaceCropAugment
+from facial_keypoints.face_crop import CROP_META
+from models import ModelFileError, Net, build_model, inference_copy, load_model, save_model
 
 
 def make_dataset(root, n_images=12, people=6, size=96, seed=0):
@@ -61,7 +62,7 @@ def test_tiny_model_overfits_a_handful_of_samples(tiny_data):
 def test_training_run_writes_checkpoint_and_resume_continues_from_same_step(tiny_data, tmp_path):
     out = str(tmp_path / "model.pt")
     common = ["--data", str(tiny_data), "--input-size", "48", "--batch-size", "4", "--out", out,
-              "--no-progress", "--val-fraction", "0.34"]
+              "--val-fraction", "0.34"]
     first = train.main(common + ["--epochs", "1"])
     ckpt = torch.load(out + ".ckpt", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["step"] == first[-1]["step"] > 0
@@ -77,7 +78,7 @@ def test_training_run_writes_checkpoint_and_resume_continues_from_same_step(tiny
 
 def test_interrupted_and_resumed_run_ends_as_the_uninterrupted_one(tiny_data, tmp_path, monkeypatch, capsys):
     common = ["--data", str(tiny_data), "--input-size", "32", "--widths", "4,4,4,4,4",
-              "--batch-size", "4", "--epochs", "3", "--val-fraction", "0.34", "--no-progress"]
+              "--batch-size", "4", "--epochs", "3", "--val-fraction", "0.34"]
     whole, part = str(tmp_path / "whole.pt"), str(tmp_path / "part.pt")
     expected = train.main(common + ["--out", whole])
 
@@ -93,17 +94,18 @@ def test_interrupted_and_resumed_run_ends_as_the_uninterrupted_one(tiny_data, tm
     message = capsys.readouterr().err.strip()
     assert exit_info.value.code == 130 and "\n" not in message
     assert message.startswith("train.py: interrupted after epoch 1; resume with `python train.py --resume")
+    # (one line: no progress bars on a stderr that is not a terminal)
     assert not os.path.exists(part)                                   # --out not written
     assert torch.load(part + ".ckpt", weights_only=True)["epoch"] == 1
 
     monkeypatch.setattr(train, "train_step", real_step)
-    resume = shlex.split(message.split("`")[1])[2:] + ["--no-progress"]  # the command it printed
+    resume = shlex.split(message.split("`")[1])[2:]  # the command it printed
     resumed = train.main(resume)
     drop_seconds = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]  # noqa: E731
     assert drop_seconds(resumed) == drop_seconds(expected)
     (model, meta), (reference, _) = load_model(part), load_model(whole)
     for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name                              # bit for bit (--workers 0)
+        assert torch.equal(a, b), name                              # bit for bit
     assert meta["command_history"] == [train.parse_args(common + ["--out", part]).command,
                                        train.parse_args(resume).command]
 
@@ -116,20 +118,52 @@ def test_interrupted_and_resumed_run_ends_as_the_uninterrupted_one(tiny_data, tm
 def test_shape_and_augment_options_reach_the_saved_model(tiny_data, tmp_path):
     out = str(tmp_path / "small.pt")
     args = ["--data", str(tiny_data), "--input-size", "48", "--batch-size", "4", "--epochs", "1",
-            "--max-steps", "1", "--val-fraction", "0", "--widths", "8,8,16,16,32", "--hidden", "24",
-            "--head", "regression", "--rotation", "5", "--out", out, "--no-progress"]
-    train.main(args)
+            "--val-fraction", "0", "--widths", "8,8,16,16,32", "--rotation", "5", "--out", out]
+    net_options = {"head": "regression", "hidden": 24}  # what Notebook 2 passes to compare heads
+    history = train.main(args, max_steps=1, net_options=net_options)
     model, meta = load_model(out)
+    assert history[-1]["step"] == 1
     assert meta["model_options"] == {"widths": [8, 8, 16, 16, 32], "hidden": 24, "head": "regression"}
+    assert meta["command"] == shlex.join(["python", "train.py", *args]) + \
+        f"  # max_steps=1, net_options={net_options!r}"                 # settings: after a comment
     assert model.features[0].weight.shape[0] == 8
     assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in Net(48).parameters())
     train_set, _ = train.build_datasets(train.parse_args(args))
     assert train_set.transform.rotation == 5.0
 
 
-def test_photo_augment_is_checked_and_reaches_the_training_set_only(tiny_data, tmp_path, capsys):
+def test_at_most_twenty_options_and_the_removed_ones_are_gone(capsys):
+    assert len(train.DEFAULTS) <= 20
+    for gone in (["--people", "0.5"], ["--head", "heatmap"], ["--loss", "pip"], ["--limit", "8"],
+                 ["--max-steps", "1"], ["--no-progress"], ["--photo-groups", "blur"], ["--dropout", "0.2"],
+                 ["--hidden", "24"], ["--warmup-epochs", "0"], ["--workers", "2"], ["--checkpoint", "x"]):
+        with pytest.raises(SystemExit) as exit_info:
+            train.parse_args(gone)
+        message = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message.count("\n") == 1, (gone, message)
+
+
+def test_the_shipped_recipe_is_the_docstring_s_and_its_photo_groups_the_default():
+    """The two commands in train.py's docstring are the shipped model's, less --photo-groups (its
+    groups are the default now) and --no-progress (gone)."""
+    _, meta = load_model("facial_keypoints/saved_models/keypoints_model.pt")
+    recipe = train.__doc__.split("two runs")[1].split("\n\n")[1].replace("\\\n", " ")
+    commands = [" ".join(line.split()) for line in recipe.strip().splitlines()]
+    shipped = [shlex.split(command) for command in meta["command_history"]]
+    assert len(commands) == len(shipped) == 2
+    for command, old in zip(commands, shipped, strict=True):
+        groups = old[old.index("--photo-groups") + 1]
+        assert groups.split(",") == list(train.PHOTO_GROUPS_USED)
+        kept = [w for w in old if w not in ("--photo-groups", groups, "--no-progress")]
+        new = shlex.split(command)
+        assert new[:-1] == kept[:-1]                    # all but the --out path
+        args = train.parse_args(new[2:])
+        assert args.photo_augment == 1.0
+
+
+def test_photo_augment_is_checked_and_reaches_the_training_set_only(tiny_data, capsys):
     for bad in (["--photo-augment", "1.5"], ["--photo-augment", "-0.1"], ["--photo-augment", "nan"],
-                ["--photo-augment", "strong"], ["--photo-groups", "blur,fog"]):
+                ["--photo-augment", "strong"]):
         with pytest.raises(SystemExit) as exit_info:
             train.parse_args(bad)
         message = capsys.readouterr().err
@@ -137,36 +171,68 @@ def test_photo_augment_is_checked_and_reaches_the_training_set_only(tiny_data, t
         assert message.startswith(f"train.py: argument {bad[0]}: {bad[1]!r} is not"), message
 
     common = ["--data", str(tiny_data), "--val-fraction", "0.34"]
-    train_set, val_set = train.build_datasets(train.parse_args(common + ["--photo-augment", "0.5",
-                                                                          "--photo-groups", "noise,blur"]))
-    assert train_set.transform.photo_p == pytest.approx({**dict.fromkeys(PHOTO_GROUPS, 0.0),
-                                                         "blur": 0.15, "noise": 0.15})
+    train_set, val_set = train.build_datasets(train.parse_args(common + ["--photo-augment", "0.5"]))
+    used = {group: 0.5 * PHOTO_WEIGHTS[group] for group in ("lowres", "blur", "noise", "jpeg")}
+    assert train_set.transform.photo_p == pytest.approx({**dict.fromkeys(PHOTO_GROUPS, 0.0), **used})
     assert not val_set.transform.train and set(val_set.transform.photo_p.values()) == {0.0}
     default_set, _ = train.build_datasets(train.parse_args(common))
     assert set(default_set.transform.photo_p.values()) == {0.0}
 
-    # A checkpoint written before these options continues as a run without them.
-    old = {name: train.DEFAULTS[name] for name in train.RUN_OPTIONS
-           if not name.startswith("photo_") and name != "people"}
-    torch.save({**dict.fromkeys(train.CHECKPOINT_KEYS, 0), "run_options": old}, tmp_path / "old.ckpt")
-    saved = train.read_checkpoint(str(tmp_path / "old.ckpt"))["run_options"]
-    assert saved["photo_augment"] == 0.0 and saved["photo_groups"] == list(PHOTO_GROUPS)
-    assert saved["people"] == 1.0                                       # before --people: everyone
-    assert train.parse_args([]).photo_groups == saved["photo_groups"]  # = the default: resumes
+
+def old_run_options(**changes):
+    """A checkpoint's run options as the train.py of commit ec9d21a wrote them (a default run)."""
+    return {**{name: train.DEFAULTS.get(name) for name in train.RUN_OPTIONS}, "limit": 0, "max_steps": 0,
+            "dropout": None, "hidden": None, "head": "integral", "warmup_epochs": 1, "people": 1.0,
+            "photo_groups": list(PHOTO_GROUPS), **changes}
+
+
+def test_old_checkpoints_resume_unless_a_removed_option_changed_their_run(tiny_data, tmp_path):
+    out = str(tmp_path / "m.pt")
+    common = ["--data", str(tiny_data), "--input-size", "32", "--widths", "4,4,4,4,4", "--batch-size", "4",
+              "--val-fraction", "0.34", "--out", out]
+    train.main(common + ["--epochs", "1"])
+    ckpt = torch.load(out + ".ckpt", weights_only=True)
+    old = old_run_options(**ckpt["run_options"])
+    ckpt["rng"] = ckpt["rng"] * 2     # older checkpoints: one generator state per process (torchrun)
+    del ckpt["init_saw_unseen"]        # and nothing on the people the --init weights saw
+    torch.save({**ckpt, "run_options": old}, out + ".ckpt")
+    history = train.main(common + ["--epochs", "2", "--resume"])   # the old options are left unused
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert not load_model(out)[1]["trained_on_unseen_people"]
+
+    refused = {"--people 0.5": dict(people=0.5), "--warmup-epochs 0": dict(warmup_epochs=0),
+               "--head heatmap --loss pip": dict(head="heatmap", loss="pip"),
+               "--photo-groups lowres,blur,lighting,noise,jpeg,occlusion": dict(photo_augment=1.0)}
+    for options, changes in refused.items():
+        args = train.parse_args(common + ["--resume"])
+        with pytest.raises(train.TrainingError, match=f"continues a run with {options}, .*ec9d21a"):
+            train.resume_options(args, {"run_options": {**old, **changes}})
+    for changes in (dict(photo_augment=1.0, photo_groups=list(train.PHOTO_GROUPS_USED)),  # the groups now
+                    dict(head="regression", hidden=24, dropout=0.2)):  # the network: in model_options
+        args = train.parse_args(common + ["--resume"])
+        train.resume_options(args, {"run_options": {**old, **changes}})
+
+    ckpt = torch.load(out + ".ckpt", weights_only=True)
+    torch.save({**ckpt, "run_options": {**old, "people": 0.25}}, out + ".ckpt")
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(common + ["--epochs", "3", "--resume"])
+    assert "--people 0.25" in str(exit_info.value) and "\n" not in str(exit_info.value)
 
 
 def test_init_fine_tunes_a_saved_model_and_keeps_its_architecture(tiny_data, tmp_path):
     first, second = str(tmp_path / "first.pt"), str(tmp_path / "second.pt")
-    common = ["--data", str(tiny_data), "--batch-size", "4", "--epochs", "1", "--max-steps", "1",
-              "--val-fraction", "0", "--no-progress"]
-    train.main(common + ["--input-size", "48", "--widths", "8,8,16,16,32", "--out", first])
+    common = ["--data", str(tiny_data), "--batch-size", "4", "--epochs", "1", "--val-fraction", "0"]
+    train.main(common + ["--input-size", "48", "--widths", "8,8,16,16,32", "--out", first], max_steps=1)
     # The saved model's architecture wins over the (default) --input-size and --widths here.
-    train.main(common + ["--init", first, "--lr", "1e-12", "--out", second])
+    train.main(common + ["--init", first, "--lr", "1e-12", "--out", second], max_steps=1)
     (start, start_meta), (tuned, tuned_meta) = load_model(first), load_model(second)
     assert tuned_meta["input_size"] == 48 and tuned_meta["model_options"] == start_meta["model_options"]
     assert len(tuned_meta["command_history"]) == 2 and "--init" in tuned_meta["command_history"][1]
     assert tuned_meta["val_nme"] is None                      # --val-fraction 0: nothing validated
-    assert train.earlier_commands({"arch": "net", "input_size": 48}) == []   # a model saved elsewhere
+    save_model(start, str(tmp_path / "elsewhere.pt"), {key: start_meta[key] for key in
+                                                       ("arch", "model_options", *CROP_META)})
+    train.main(common + ["--init", str(tmp_path / "elsewhere.pt"), "--out", second], max_steps=1)
+    assert len(load_model(second)[1]["command_history"]) == 1      # a model saved without commands
     # Started from, and (lr 1e-12) stayed at, the saved weights; batch-norm statistics do move.
     for a, b in zip(start.parameters(), tuned.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
@@ -176,23 +242,39 @@ def test_init_fine_tunes_a_saved_model_and_keeps_its_architecture(tiny_data, tmp
     assert "no such model file" in str(exit_info.value) and "\n" not in str(exit_info.value)
 
 
+def test_the_model_says_whether_its_weights_saw_the_unseen_people(tiny_data, tmp_path):
+    """True with --unseen, and for every model whose --init weights did, resumed or not."""
+    common = ["--data", str(tiny_data), "--input-size", "32", "--widths", "4,4,4,4,4", "--batch-size", "4",
+              "--epochs", "1", "--val-fraction", "0"]
+    path = {name: str(tmp_path / f"{name}.pt") for name in ("plain", "unseen", "tuned", "tuned_plain")}
+    train.main(common + ["--out", path["plain"]])
+    train.main(common + ["--unseen", "--out", path["unseen"]])
+    train.main(common + ["--init", path["unseen"], "--out", path["tuned"]])
+    train.main(common + ["--out", path["tuned"], "--epochs", "2", "--resume"])
+    train.main(common + ["--init", path["plain"], "--out", path["tuned_plain"]])
+    seen = {name: load_model(p)[1]["trained_on_unseen_people"] for name, p in path.items()}
+    assert seen == {"plain": False, "unseen": True, "tuned": True, "tuned_plain": False}
+    assert load_model(path["tuned"])[1]["steps"] == 2 * load_model(path["plain"])[1]["steps"]  # resumed
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where PyTorch sees no GPU")
 def test_device_cuda_without_a_gpu_is_a_one_line_error(tiny_data, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
-        train.main(["--data", str(tiny_data), "--device", "cuda", "--out", str(tmp_path / "m.pt"),
-                    "--no-progress"])
+        train.main(["--data", str(tiny_data), "--device", "cuda", "--out", str(tmp_path / "m.pt")])
     assert "no CUDA GPU" in str(exit_info.value)
 
 
 def test_losses_are_zero_at_the_target_and_grow_with_error():
     target = torch.zeros(2, 68, 2)
     for name in ("wing", "mse", "l1"):
-        assert train.keypoint_loss(name, target, target, 112).item() == 0
-        small = train.keypoint_loss(name, target + 0.01, target, 112).item()
-        large = train.keypoint_loss(name, target + 0.1, target, 112).item()
-        assert 0 < small < large
-    with pytest.raises(ValueError):
-        train.keypoint_loss("huber", target, target, 112)
+        loss = train.KeypointLoss(name, 112)
+        assert loss(target.view(2, 136), target).item() == 0
+        assert 0 < loss(target + 0.01, target).item() < loss(target + 0.1, target).item()
+    assert train.KeypointLoss("mse", 112)(target + 0.1, target).item() == pytest.approx(0.01)
+    assert train.KeypointLoss("l1", 112)(target + 0.1, target).item() == pytest.approx(0.1)
+    for unknown in ("huber", "pip"):
+        with pytest.raises(ValueError):
+            train.KeypointLoss(unknown, 112)
 
 
 def test_split_holds_out_whole_people(tiny_data):
@@ -203,27 +285,9 @@ def test_split_holds_out_whole_people(tiny_data):
     assert sorted(train_idx + val_idx) == list(range(len(names)))
 
 
-def test_a_share_of_the_people_trains_and_validation_stays(tmp_path):
-    csv_file = tmp_path / "training_frames_keypoints.csv"
-    rows = [f"Person_{p}_{i:02d}.jpg," + ",".join(["50.0"] * 136) for p in range(20) for i in range(2)]
-    csv_file.write_text("," + ",".join(map(str, range(136))) + "\n" + "\n".join(rows) + "\n")
-    people = lambda idx: {f"Person_{i // 2}" for i in idx}  # noqa: E731
-    everyone, val = train.split_by_person(str(csv_file), 0.2, 7)
-    half, val_half = train.split_by_person(str(csv_file), 0.2, 7, people_share=0.5)
-    quarter, val_quarter = train.split_by_person(str(csv_file), 0.2, 7, people_share=0.25)
-    assert val == val_half == val_quarter and len(people(val)) == 4      # the same validation people
-    assert [len(people(idx)) for idx in (everyone, half, quarter)] == [16, 8, 4]
-    assert people(quarter) < people(half) < people(everyone)              # nested: a learning curve
-    assert all(len(idx) == 2 * len(people(idx)) for idx in (half, quarter))  # whole people, every image
-    assert train.parse_args(["--people", "0.5"]).people == 0.5
-    for bad in ("0", "1.5", "nan"):
-        with pytest.raises(SystemExit):
-            train.parse_args(["--people", bad])
-
-
 def test_missing_data_is_a_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        train.main(["--data", str(tmp_path / "nowhere"), "--no-progress"])
+        train.main(["--data", str(tmp_path / "nowhere")])
     assert "no such file" in str(exit_info.value) and "\n" not in str(exit_info.value)
 
 
@@ -290,68 +354,19 @@ def test_shipped_model_loads_and_predicts_inside_the_crop(dataset_dir):
         assert (pred - target).norm(dim=1).mean() < 0.2
 
 
-def perfect_maps(keypoints, size=112, grid=7):
-    """Heatmap-head maps that decode exactly to `keypoints` ((N, 68, 2), normalised)."""
-    cell, dx, dy = heatmap_targets(keypoints, size, grid)
-    maps = torch.zeros(len(keypoints), 3, 68, grid * grid)
-    maps[:, 0].scatter_(2, cell[..., None], 1.0)
-    maps[:, 1], maps[:, 2] = dx[..., None], dy[..., None]  # the same offset in every cell
-    return maps.view(len(keypoints), -1, grid, grid)
-
-
-def test_pip_loss_is_zero_for_perfect_maps_and_grows_with_error():
-    torch.manual_seed(0)
-    target = torch.rand(2, 68, 2) * 1.6 - 0.8
-    maps = perfect_maps(target)
-    assert train.keypoint_loss("pip", maps, target, 112).item() == pytest.approx(0, abs=1e-6)
-    # An offset 0.1 cell off in x for every keypoint: L1 0.1; a score of 0.5 in a wrong cell
-    # for every keypoint: 10 x mean squared error 0.25 / 49.
-    loss = lambda m: train.keypoint_loss("pip", m.view_as(maps), target, 112).item()  # noqa: E731
-    shifted = maps.clone().view(2, 3, 68, 49)
-    shifted[:, 1] += 0.1
-    assert loss(shifted) == pytest.approx(0.1, abs=1e-5)
-    wrong = maps.clone().view(2, 3, 68, 49)
-    cell = heatmap_targets(target, 112, 7)[0]
-    wrong[:, 0].scatter_(2, ((cell + 1) % 49)[..., None], 0.5)
-    assert loss(wrong) == pytest.approx(10 * 0.25 / 49)
-
-
-def test_heatmap_head_trains_saves_and_predicts_coordinates(tiny_data, tmp_path):
-    out = str(tmp_path / "heat.pt")
-    common = ["--data", str(tiny_data), "--input-size", "48", "--batch-size", "4", "--epochs", "1",
-              "--max-steps", "2", "--val-fraction", "0.34", "--widths", "4,4,8,8,8", "--no-progress"]
-    history = train.main(common + ["--head", "heatmap", "--out", out])
-    assert np.isfinite(history[-1]["loss"]) and np.isfinite(history[-1]["val_nme"])
-    model, meta = load_model(out)
-    assert meta["model_options"] == {"widths": [4, 4, 8, 8, 8], "head": "heatmap"}
-    assert "--head heatmap" in meta["command"]
-    assert torch.load(out + ".ckpt", weights_only=True)["run_options"]["loss"] == "pip"  # its own loss
-    assert model(torch.zeros(1, 1, 48, 48)).shape == (1, 136)
-    with pytest.raises(SystemExit) as exit_info:                     # a loss that does not fit
-        train.main(common + ["--head", "heatmap", "--loss", "wing", "--out", str(tmp_path / "x.pt")])
-    assert "--loss wing does not fit the heatmap head" in str(exit_info.value)
-
-
 def test_net_trains_with_the_integral_head_unless_told(tiny_data, tmp_path):
     common = ["--data", str(tiny_data), "--input-size", "48", "--batch-size", "4", "--epochs", "1",
-              "--max-steps", "1", "--val-fraction", "0", "--widths", "4,4,8,8,8", "--no-progress"]
-    train.main(common + ["--out", str(tmp_path / "default.pt")])
-    model, meta = load_model(str(tmp_path / "default.pt"))
-    assert meta["model_options"]["head"] == train.NET_HEAD == "integral" and model.head_type == "integral"
-    run_options = torch.load(str(tmp_path / "default.pt.ckpt"), weights_only=True)["run_options"]
-    assert run_options["loss"] == "wing" and run_options["head"] == "integral"  # what the run had
-    default = str(tmp_path / "default.pt")
-    for wrong, message in ((["--init", default, "--head", "heatmap"], "which --init keeps"),
-                           (["--arch", "naimishnet", "--head", "regression"], "only --arch net")):
-        with pytest.raises(SystemExit) as exit_info:
-            train.main(common + wrong + ["--out", str(tmp_path / "y.pt")])
-        assert message in str(exit_info.value)
-    with pytest.raises(SystemExit) as exit_info:                     # options of another head
-        train.main(common + ["--hidden", "16", "--out", str(tmp_path / "x.pt")])
-    assert "add --head regression" in str(exit_info.value) and "\n" not in str(exit_info.value)
-    naimish = [a for a in common if a not in ("--widths", "4,4,8,8,8")]
-    train.main(naimish + ["--arch", "naimishnet", "--out", str(tmp_path / "naimish.pt")])  # no head option
-    assert "head" not in load_model(str(tmp_path / "naimish.pt"))[1]["model_options"]
+              "--val-fraction", "0"]
+    heads = {}
+    for name, net_options in (("default", {}), ("course", {"head": "regression"})):
+        train.main(common + ["--widths", "4,4,8,8,8", "--out", str(tmp_path / f"{name}.pt")], max_steps=1,
+                   net_options=net_options)
+        model, meta = load_model(str(tmp_path / f"{name}.pt"))
+        assert meta["model_options"]["head"] == model.head_type
+        heads[name] = model.head_type
+    assert heads == {"default": train.NET_HEAD, "course": "regression"} and train.NET_HEAD == "integral"
+    train.main(common + ["--arch", "naimishnet", "--out", str(tmp_path / "naimish.pt")], max_steps=1)
+    assert "head" not in load_model(str(tmp_path / "naimish.pt"))[1]["model_options"]  # no choice of heads
 
 
 NOTEBOOK_2 = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -369,14 +384,14 @@ def test_notebook_2_trains_the_weights_of_train_py(tiny_data, tmp_path):
     """Notebook 2's course-style cells (FacialKeypointsDataset with its data_transform, DataLoader,
     criterion, optimizer, train_net, save) and `python train.py` with the same options end with the
     same losses, validation NME and weights. The cells run as the notebook has them; only its
-    TRAIN_ARGV cell ("run-options") is replaced by these options."""
+    TRAIN_ARGV and TRAIN_SETTINGS cell ("run-options") is replaced by these."""
     options = ["--data", str(tiny_data), "--input-size", "48", "--widths", "4,4,8,8,8", "--batch-size", "4",
-               "--epochs", "2", "--max-steps", "3", "--val-fraction", "0.34", "--no-progress",
-               "--device", "cpu"]
-    cli_history = train.main(options + ["--out", str(tmp_path / "cli.pt")])
+               "--epochs", "2", "--val-fraction", "0.34", "--device", "cpu"]
+    cli_history = train.main(options + ["--out", str(tmp_path / "cli.pt")], max_steps=3)
     cells = notebook_cells(NOTEBOOK_2, "train-path")
     assert any("transform=data_transform" in source for source in cells)
-    namespace = {"TRAIN_ARGV": options + ["--out", str(tmp_path / "notebook.pt")]}
+    namespace = {"TRAIN_ARGV": options + ["--out", str(tmp_path / "notebook.pt")],
+                 "TRAIN_SETTINGS": {"max_steps": 3}}
     for source in cells:
         exec(compile(source, NOTEBOOK_2, "exec"), namespace)
 
