@@ -189,14 +189,16 @@ def roll_section(tables):
 The same labelled test images, each turned about its centre by the given roll (counter-clockwise
 for positive angles; black corners) with its labels (`python evaluate.py --rotate DEG`); the same
 pipelines and measures as above. Our detector runs the Haar cascade on the image and on copies
-turned by 22.5 and 45 degrees each way, keeps each face where the network's keypoints for its crop
-and its mirror image agree best, and crops it turned so the eyes are within 5 degrees of level.
+turned by 22.5 and 45 degrees each way (at half resolution in images from 640 px on; these test
+images are smaller), keeps each face where the network's keypoints for its crop and its mirror
+image agree best, and crops it turned so the eyes are within 5 degrees of level.
 
 {tables["roll"]}
 
 Face detectors alone, on every 5th labelled test image turned by each roll: the share of labelled
 faces found (a detection whose centre lies in the face's landmark box), and the time per 640x480
-frame with one upright face (median over the clips' first frames; the turned copies always run).
+frame with one upright face (median over the clips' first frames; the turned copies always run,
+at half resolution on these frames, at full resolution on the smaller test images).
 
 {tables["detectors"]}
 """

@@ -72,8 +72,8 @@ class FaceDetector:
     The cascade knows upright faces only, so it also runs on copies of the image turned by each of
     `rotations` degrees: a tilted head is upright in one of them. In an image whose long side is
     at least `half_from` pixels (HALF_RES_FROM; None: never) the turned copies are searched at half
-    resolution, a quarter of the work each (with HALF_RES_SEARCH's finer steps); there a tilted
-    face below about 48 pixels is found only when upright.
+    resolution, about a third of the work each (HALF_RES_SEARCH); there a tilted face below about
+    48 pixels is found only when upright, and small tilted faces are missed more often.
     A face found in several copies is kept where the cascade was surest of it (its level weight;
     KeypointDetector.find_faces asks the network instead), and a box that covers more than
     `overlap` of a surer one (or of itself) is dropped as the same face (two real faces
@@ -84,12 +84,11 @@ class FaceDetector:
     """
 
     ROTATIONS = (-22.5, 22.5, -45.0, 45.0)  # the cascade finds faces within ~15 degrees of upright
-    # The turned copies at half resolution: a quarter of the pixels, where the cascade needs finer
-    # scale steps and one neighbour (scale factor, min neighbours) to find as many tilted faces as
-    # at full resolution. Not below HALF_RES_FROM pixels (the long side): there the faces are
-    # small, near the cascade's 24-pixel window at half resolution, and many were missed. Both
-    # chosen on the validation people (docs/EXPERIMENTS.md).
-    HALF_RES_SEARCH = (1.1, 1)
+    # The turned copies at half resolution: a quarter of the pixels, where the cascade needs one
+    # neighbour (scale factor, min neighbours) to find most tilted faces. Not below HALF_RES_FROM
+    # pixels (the long side): there the faces are small, near the cascade's 24-pixel window at
+    # half resolution, and many were missed. Chosen on the validation people (docs/EXPERIMENTS.md).
+    HALF_RES_SEARCH = (1.2, 1)
     HALF_RES_FROM = 640
 
     def __init__(self, scale_factor=1.2, min_neighbors=2, min_size=30, max_side=1024,
