@@ -45,7 +45,8 @@ ENVIRONMENT = (f"every machine of the cluster (scheduler and workers) needs the 
                f"or `pip install .`, and {INSTALL}")
 # Detector options handed to detect.parse_args, which checks them and gives their defaults.
 DETECTOR_OPTIONS = {"--backend": "{auto,torch,onnx}", "--model": "FILE", "--scale-factor": "X",
-                    "--min-neighbors": "N", "--min-size": "PIXELS", "--upright-only": None, "--no-flip": None}
+                    "--min-neighbors": "N", "--min-size": "PIXELS", "--upright-only": None, "--no-flip": None,
+                    "--accurate": None}
 
 
 def fingerprint(detector):

@@ -114,10 +114,9 @@ def int8_path(onnx_path):
 
 
 def float_layers(nodes):
-    """The names of the ONNX nodes int8 leaves float: the first convolution and, for a map head,
-    its last convolution, whose offsets are fractions of a 16-pixel cell. The regression head's
-    fully-connected layers (Gemm) are quantized, as in the shipped int8 copy: its NME is within
-    0.02 points of the float model's at a quarter of the size."""
+    """The names of the ONNX nodes int8 leaves float: the first convolution and, for the integral
+    head, its last convolution, whose scores become a softmax over the map's cells (rounding them
+    moves every keypoint). The regression head's fully-connected layers (Gemm) are quantized."""
     convs = [node.name for node in nodes if node.op_type == "Conv"]
     has_gemm = any(node.op_type == "Gemm" for node in nodes)
     return convs[:1] + ([] if has_gemm else convs[-1:])
@@ -146,7 +145,7 @@ def quantize_int8(float_path, path, calibration):
                           activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
                           reduce_range=True, nodes_to_exclude=keep_float,
                           # only the layers with weights: the integral head's softmax, weighted
-                          # sums and normalisation lose 0.17 NME points in uint8 (0.004 float)
+                          # sums and normalisation lose accuracy in uint8 (docs/EXPERIMENTS.md)
                           op_types_to_quantize=["Conv", "Gemm"],
                           calibrate_method=q.CalibrationMethod.MinMax)
     finally:

@@ -96,7 +96,11 @@ def measure_jitter(model_path=DEFAULT_MODEL, n_frames=120, max_shift=0.5, noise=
     output would score on the first clip)."""
     detector = KeypointDetector(model_path, flip_average=flip_average)
     gray = cv2.cvtColor(astronaut_frame(), cv2.COLOR_BGR2GRAY)
-    face = max(detector.detect(gray), key=lambda f: f.box[2])  # the face check has dropped non-faces
+    # the face to follow, found with flip averaging so that the face check drops false detections
+    faces = KeypointDetector(model_path).detect(gray)
+    if not faces:
+        raise SystemExit("jitter.py: no face found on the astronaut frame")
+    face = max(faces, key=lambda f: f.box[2])
     box, reference = face.box, face.keypoints
     centre = box[:2] + box[2:] / 2
     eyes = float(np.linalg.norm(reference[36] - reference[45]))

@@ -403,7 +403,7 @@ class Run:
     warmup_steps: int
     run_options: dict              # what the checkpoint records for a resume
     command_history: list          # the commands that made the weights, this one last
-    init_saw_unseen: bool          # whether the --init weights were trained on the unseen people
+    init_saw_unseen: bool | None   # whether the --init weights saw the unseen people (None: not recorded)
     started: float                 # time.time() when the data started loading
     epoch: int = 0                 # epochs done
     step: int = 0                  # optimisation steps done
@@ -432,7 +432,7 @@ def start_run(args, device):
     else:
         model, model_options, init_meta = initial_model(args)
         commands = init_meta.get("command_history") or [c for c in [init_meta.get("command")] if c]
-        init_saw_unseen = bool(init_meta.get("trained_on_unseen_people"))
+        init_saw_unseen = init_meta.get("trained_on_unseen_people") if args.init else False
     started = time.time()
     train_set, val_set = build_datasets(args, progress=sys.stderr.isatty())
     loader = DataLoader(train_set, batch_size=args.batch_size, sampler=epoch_sampler(train_set, args.seed),
@@ -531,7 +531,7 @@ def model_meta(args, model_options, steps, val_nme, train_seconds, command_histo
                 keypoint_norm="(p - (input_size - 1) / 2) / ((input_size - 1) / 2), crop pixels",
                 epochs=args.epochs, steps=steps, train_seconds=round(train_seconds, 1),
                 val_nme=val_nme, command=args.command, command_history=command_history,
-                trained_on_unseen_people=bool(args.unseen or init_saw_unseen),
+                trained_on_unseen_people=True if args.unseen else init_saw_unseen,
                 device=str(device), torch=str(torch.__version__), created=time.strftime("%Y-%m-%d %H:%M:%S"))
 
 

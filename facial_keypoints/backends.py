@@ -61,9 +61,12 @@ class TorchModel:
 
     @classmethod
     def load(cls, path):
-        if not installed("torch"):
-            raise DataError("the torch backend needs PyTorch (pip install \"facial-keypoints[train]\", or "
-                            "-r requirements.txt in a clone); --backend onnx runs without it")
+        # The network's code is the course's models.py, in a clone: `pip install .` brings the
+        # ONNX files and onnxruntime only.
+        if not installed("torch") or not installed("models"):
+            raise DataError("the torch backend runs from a clone of the repository with its requirements "
+                            "(models.py and PyTorch: pip install -r requirements.txt); --backend onnx "
+                            "runs without them")
         from models import ModelFileError, load_model
         try:
             model = cls(*load_model(path), path=path)
@@ -172,7 +175,7 @@ def load_backend(backend="auto", model_path=None):
     its backend's `name` and its file's `path` as attributes.
 
     "auto" picks by the file's extension when a file is given. For the shipped model it picks
-    onnxruntime (about twice as fast per face as PyTorch, three times on the int8 copy) when it is
+    onnxruntime (faster per face than PyTorch, the int8 copy most) when it is
     installed and an ONNX file was exported from the shipped .pt (export.py records the .pt's
     SHA-256; shipped_onnx_model), or when PyTorch is not installed; otherwise PyTorch."""
     if backend == "auto":

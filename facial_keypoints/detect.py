@@ -5,7 +5,7 @@
     python detect.py --camera 0 --out outputs/
     python detect.py photos/ --workers 2 --json k.jsonl   # two processes for the folder's images
     python detect.py photo.jpg --backend torch        # PyTorch instead of onnxruntime
-    python detect.py photo.jpg --accurate             # more forward passes per face: slower, a little better
+    python detect.py photo.jpg --accurate             # more forward passes per face: slower, fewer misreads
 
 As a library:
 
@@ -48,14 +48,14 @@ from .face_crop import (
 from .media import Face, OneLineParser
 
 # rank_by_symmetry: how much one unit of the cascade's level weight counts against the network's
-# flip disagreement (normalised coordinates). A tie-break: on the validation people, turned by up
-# to 45 degrees, 0 to 0.008 gave the same NME; this one the fewest failures (docs/EXPERIMENTS.md).
+# flip disagreement (normalised coordinates). A tie-break, chosen on the validation people turned by
+# up to 45 degrees: NME hardly depends on it; this value had the fewest failures (docs/EXPERIMENTS.md).
 WEIGHT_SHARE = 0.002
 # The face check: on a face, the network reads a crop and its mirror image alike; on what is no
 # face (an ear, a collar, a tie, a head seen side-on) the two readings disagree. The limit is the
 # mean |difference| in normalised crop coordinates (1 = half the crop side). Chosen on the
-# validation people's faces, turned and degraded: it keeps all but 0.1 % of them, with a step of
-# margin because the shipped recipe's last step also trained on them (docs/EXPERIMENTS.md).
+# validation people's faces, turned and degraded: it keeps nearly all of them, with some margin
+# because the shipped recipe's last step also trained on them (docs/EXPERIMENTS.md).
 MAX_FLIP_DISAGREEMENT = 0.05
 # With `accurate`, the last crop of each face is cut five times, moved by these fractions of the box
 # side (x, y): the network's error differs a little from crop to crop, and the mean of five readings
@@ -72,7 +72,7 @@ class FaceDetector:
     The cascade knows upright faces only, so it also runs on copies of the image turned by each of
     `rotations` degrees: a tilted head is upright in one of them. In an image whose long side is
     at least `half_from` pixels (HALF_RES_FROM; None: never) the turned copies are searched at half
-    resolution, about a third of the work each (HALF_RES_SEARCH); there a tilted face below about
+    resolution, a fraction of the work each (HALF_RES_SEARCH); there a tilted face below about
     48 pixels is found only when upright, and small tilted faces are missed more often.
     A face found in several copies is kept where the cascade was surest of it (its level weight;
     KeypointDetector.find_faces asks the network instead), and a box that covers more than
@@ -210,7 +210,7 @@ class KeypointDetector:
     detector's box, and turned so that the eyes are within `max_roll` degrees of level: three
     forward passes per face with flip averaging (without refine, as the video tracker runs it,
     each box is read once). `accurate` adds a middle refine crop and reads the last crop at each of
-    CROP_SHIFTS, averaging the readings: twelve passes, a little more accurate. With
+    CROP_SHIFTS, averaging the readings: twelve passes, fewer badly read faces. With
     flip averaging, the last pass also checks that each crop shows a face
     (`max_disagreement`, MAX_FLIP_DISAGREEMENT; None: no check): a detection that fails the check
     gets NaN keypoints from keypoints_for_boxes and is left out by `detect`. `seconds` adds up the
@@ -362,7 +362,7 @@ def parse_args(argv=None):
     parser.add_argument("--min-size", type=int, default=30, help="smallest face in pixels")
     parser.add_argument("--accurate", action="store_true",
                         help="read each face with more forward passes (a middle refine crop, the last "
-                             "crop at five small shifts): slower, a little more accurate")
+                             "crop at five small shifts): slower, fewer badly read faces")
     parser.add_argument("--no-flip", action="store_true",
                         help="no flip averaging (faster, a bit less accurate; no face check either, "
                              "so more false faces)")

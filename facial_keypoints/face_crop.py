@@ -17,11 +17,11 @@ FLIP_PERMUTATION = [16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,
                     45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,
                     54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65]
 
-# How OpenCV's Haar frontal-face box sits on the landmarks, measured on 1154 training images
-# (Notebook 1 shows it): square, ~1.16x the landmark box wide and ~1.21x high, its centre ~0.157 of
-# its side above the landmark-box centre; from image to image its scale varies by ~10 % and its
-# centre by ~9.7 % of the side horizontally, ~4.1 % vertically. Training draws boxes from that
-# distribution; the crop moves the box centre down to the landmark centre and pads it.
+# How OpenCV's Haar frontal-face box sits on the landmarks, measured on the training images
+# (Notebook 1 shows it): square, wider and higher than the landmark box by HAAR_BOX_SCALE, its
+# centre HAAR_BOX_RAISE of its side above the landmark-box centre, its scale and centre varying
+# from image to image by HAAR_BOX_SPREAD. Training draws boxes from that distribution; the crop
+# moves the box centre down to the landmark centre and pads it.
 HAAR_BOX_SCALE = (1.164, 1.208)
 HAAR_BOX_RAISE = 0.157
 HAAR_BOX_SPREAD = (0.10, 0.097, 0.041)  # std of log-scale, x shift, y shift (fractions of side)

@@ -122,17 +122,3 @@ def project_modules_in(path, package=None):
             if len(submodules) < len(node.names):  # names defined by the module itself
                 names.add(module)
     return names
-
-
-def imports_in(path):
-    """The top-level names of every module the Python file at `path` imports, at the top or
-    inside a function (absolute imports only)."""
-    with open(path) as f:
-        tree = ast.parse(f.read())
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names

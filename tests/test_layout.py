@@ -1,4 +1,4 @@
-"""The house: each module imports only modules below it (README's Layout table, bottom first).
+"""The house: each module imports only modules listed before it in LAYERS, bottom first.
 Inference (the facial_keypoints package) never imports training, benchmark or filter code, and
 needs no root module but models.py, which only its torch backend loads; training imports no
 inference module. The package is one import name: nothing else of the project is installed."""

@@ -243,7 +243,8 @@ def test_init_fine_tunes_a_saved_model_and_keeps_its_architecture(tiny_data, tmp
 
 
 def test_the_model_says_whether_its_weights_saw_the_unseen_people(tiny_data, tmp_path):
-    """True with --unseen, and for every model whose --init weights did, resumed or not."""
+    """True with --unseen, and for every model whose --init weights did, resumed or not; None when
+    the --init model does not say (a model from before the record)."""
     common = ["--data", str(tiny_data), "--input-size", "32", "--widths", "4,4,4,4,4", "--batch-size", "4",
               "--epochs", "1", "--val-fraction", "0"]
     path = {name: str(tmp_path / f"{name}.pt") for name in ("plain", "unseen", "tuned", "tuned_plain")}
@@ -252,8 +253,13 @@ def test_the_model_says_whether_its_weights_saw_the_unseen_people(tiny_data, tmp
     train.main(common + ["--init", path["unseen"], "--out", path["tuned"]])
     train.main(common + ["--out", path["tuned"], "--epochs", "2", "--resume"])
     train.main(common + ["--init", path["plain"], "--out", path["tuned_plain"]])
+    model, meta = load_model(path["plain"])
+    del meta["trained_on_unseen_people"]
+    save_model(model, str(tmp_path / "older.pt"), meta)
+    path["tuned_older"] = str(tmp_path / "tuned_older.pt")
+    train.main(common + ["--init", str(tmp_path / "older.pt"), "--out", path["tuned_older"]])
     seen = {name: load_model(p)[1]["trained_on_unseen_people"] for name, p in path.items()}
-    assert seen == {"plain": False, "unseen": True, "tuned": True, "tuned_plain": False}
+    assert seen == {"plain": False, "unseen": True, "tuned": True, "tuned_plain": False, "tuned_older": None}
     assert load_model(path["tuned"])[1]["steps"] == 2 * load_model(path["plain"])[1]["steps"]  # resumed
 
 
