@@ -488,6 +488,7 @@ def train_epoch(run):
     with tqdm(run.loader, desc=f"epoch {run.epoch + 1}/{run.args.epochs}", leave=False,
               disable=not sys.stderr.isatty()) as bar:
         for images, targets in bar:
+            media.check_stop()  # Ctrl-C or SIGTERM: here, between steps, never inside a save
             lr = lr_at(run.step, run.total_steps, run.warmup_steps, run.args.lr)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
@@ -579,19 +580,20 @@ def interrupted_message(args, run):
 def main(argv=None, **settings):
     """`python train.py ARGV` (and any SETTINGS); returns the run's history, one dict per epoch."""
     args, run = parse_args(argv, **settings), None
-    try:
-        run = start_run(args, torch.device(pick_device(args.device)))
-        while not run.done():
-            started = time.time()
-            loss, lr = train_epoch(run)
-            end_epoch(run, loss, lr, started)
-        finish(run)
-        return run.history
-    except (media.DataError, models.ModelFileError, TrainingError) as e:
-        sys.exit(f"train.py: {e}")
-    except KeyboardInterrupt:
-        print(f"train.py: {interrupted_message(args, run)}", file=sys.stderr)
-        sys.exit(130)
+    with media.stop_between_steps():
+        try:
+            run = start_run(args, torch.device(pick_device(args.device)))
+            while not run.done():
+                started = time.time()
+                loss, lr = train_epoch(run)
+                end_epoch(run, loss, lr, started)
+            finish(run)
+            return run.history
+        except (media.DataError, models.ModelFileError, TrainingError) as e:
+            sys.exit(f"train.py: {e}")
+        except KeyboardInterrupt:
+            print(f"train.py: {interrupted_message(args, run)}", file=sys.stderr)
+            sys.exit(130)
 
 
 if __name__ == "__main__":

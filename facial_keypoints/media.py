@@ -13,8 +13,10 @@ Bad input is a DataError: one line naming the file and what is wrong, never a tr
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -40,6 +42,31 @@ class DataError(Exception):
 
 class OutputError(DataError):
     """An output that cannot be written (disk full, say): the whole run stops, not one input."""
+
+
+# Set by Ctrl-C or SIGTERM inside stop_between_steps; check_stop turns it into KeyboardInterrupt.
+stop_requested = threading.Event()
+
+
+@contextmanager
+def stop_between_steps():
+    """Inside the block, Ctrl-C and SIGTERM only set stop_requested, and the loop stops at its next
+    check_stop, where nothing is half written. An interrupt raised wherever it lands could fall
+    inside a save, or inside a finaliser, where Python drops it and the loop goes on."""
+    stop_requested.clear()
+    signals = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+    previous = {s: signal.signal(s, lambda signum, frame: stop_requested.set()) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def check_stop():
+    """KeyboardInterrupt when Ctrl-C or SIGTERM came inside stop_between_steps."""
+    if stop_requested.is_set():
+        raise KeyboardInterrupt
 
 
 def one_line(error):

@@ -188,3 +188,19 @@ def test_outputs_refuse_an_out_folder_that_is_a_file(tmp_path):
     (tmp_path / "taken").write_text("a file")
     with pytest.raises(DataError, match="taken: is a file"):
         media.Outputs(str(tmp_path / "taken"))
+
+
+def test_ctrl_c_and_sigterm_are_noted_and_raised_between_steps():
+    """Inside stop_between_steps a signal only sets the flag; check_stop raises it where the loop
+    can stop; outside, the previous handlers are back."""
+    import signal
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with media.stop_between_steps():
+            media.check_stop()  # nothing yet
+            os.kill(os.getpid(), signum)  # handled at once, in this (the main) thread: no exception
+            with pytest.raises(KeyboardInterrupt):
+                media.check_stop()
+        assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    with media.stop_between_steps():
+        media.check_stop()  # a new block starts clear
