@@ -464,6 +464,25 @@ def inside(path, folder):
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+def holds_json_lines(path):
+    """True for a missing or empty file, or one whose first line is a JSON object: a file --json may
+    replace. Any other regular file (a model, an image) is not ours to overwrite; a device such
+    as /dev/null is written as it is."""
+    if not os.path.isfile(path):
+        return True
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1_000_000)
+    except OSError:
+        return False
+    if not first.strip():
+        return True
+    try:
+        return isinstance(json.loads(first), dict)
+    except ValueError:
+        return False
+
+
 class Outputs:
     """Output files under `out_dir` named after their inputs, and the JSON Lines file.
 
@@ -483,6 +502,9 @@ class Outputs:
                 raise DataError(f"{json_path}: is one of the inputs; choose another --json file")
             if os.path.isdir(json_path):
                 raise DataError(f"{json_path}: is a folder; --json takes a file name")
+            if not holds_json_lines(json_path):
+                raise DataError(f"{json_path}: exists and is not a JSON Lines file (a model, an image?); "
+                                f"choose another --json file")
             os.makedirs(os.path.dirname(json_path) or ".", exist_ok=True)
             self.json = open(json_path, "w")
 

@@ -204,3 +204,19 @@ def test_ctrl_c_and_sigterm_are_noted_and_raised_between_steps():
         assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
     with media.stop_between_steps():
         media.check_stop()  # a new block starts clear
+
+
+def test_json_never_replaces_a_file_that_is_not_json_lines(tmp_path):
+    """--json naming a model or an image is refused, the file untouched; an earlier JSON Lines file
+    (or an empty or missing one) may be replaced."""
+    model = tmp_path / "keypoints_model.pt"
+    model.write_bytes(b"PK\x03\x04 not json at all")
+    with pytest.raises(media.DataError, match="not a JSON Lines file"):
+        media.Outputs(str(tmp_path / "out"), str(model))
+    assert model.read_bytes() == b"PK\x03\x04 not json at all"
+    earlier = tmp_path / "faces.jsonl"
+    earlier.write_text('{"image": "a.jpg", "faces": []}\n')
+    for path in (earlier, tmp_path / "empty.jsonl", tmp_path / "new.jsonl"):
+        if path.name == "empty.jsonl":
+            path.write_text("")
+        media.Outputs(str(tmp_path / "out"), str(path)).close()
