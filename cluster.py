@@ -13,12 +13,11 @@ on stderr (exit status 1). Workers read the images at the absolute paths this ma
 machines: a shared filesystem), and a worker whose model file differs from this one's stops the run.
 """
 
-import json
 import logging
+import math
 import os
-import signal
+import socket
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -119,20 +118,64 @@ def work(paths, chunk_size):
     return steps + [chunk] * bool(chunk)
 
 
+def scheduler_problem(address):
+    """Why --scheduler is not an address Dask can connect to, or None."""
+    try:
+        protocol, location = distributed.comm.parse_address(address)
+        distributed.comm.registry.get_backend(protocol)  # ValueError for an unknown scheme
+        port = distributed.comm.parse_host_port(location)[1] if protocol in ("tcp", "tls") else 1
+    except ValueError as error:
+        return f"--scheduler {address}: not a scheduler address like tcp://HOST:8786 ({one_line(error)})"
+    if not 0 < port < 65536:
+        return f"--scheduler {address}: port {port} is not a port number (1 to 65535)"
+    return None
+
+
+def reach_scheduler(address, timeout):
+    """DataError at once when nothing listens at a tcp:// or tls:// --scheduler: Dask's client
+    would retry until --timeout ran out."""
+    protocol, location = distributed.comm.parse_address(address)
+    if protocol not in ("tcp", "tls"):
+        return
+    try:
+        socket.create_connection(distributed.comm.parse_host_port(location), timeout=timeout).close()
+    except OSError as error:
+        raise DataError(f"--scheduler {address}: cannot connect ({error.strerror or error})") from None
+
+
+def waited(wait, seconds):
+    """wait(timeout=...) in steps of at most a second, for `seconds` in all (then its TimeoutError):
+    a stop request (Ctrl-C, SIGTERM: media.check_stop) ends the wait at the next step."""
+    deadline = time.monotonic() + seconds
+    while True:
+        media.check_stop()
+        step = min(1.0, deadline - time.monotonic())
+        try:
+            return wait(timeout=max(step, 0.001))
+        except TimeoutError:
+            if step < 1.0:
+                raise
+
+
 def start_client(args):
     """(client, local cluster or None): the --scheduler's cluster, or a local one of --workers processes."""
     logging.getLogger("distributed").setLevel(logging.ERROR)  # its warnings would bury our error lines
+    media.check_stop()  # stopped already: start no cluster
     if not args.scheduler:
         cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                                            dashboard_address=None, silence_logs=logging.ERROR)
         return distributed.Client(cluster), cluster
+    reach_scheduler(args.scheduler, args.timeout)
     client = distributed.Client(args.scheduler, timeout=args.timeout)
     try:
-        client.wait_for_workers(1, timeout=args.timeout)
+        waited(partial(client.wait_for_workers, 1), args.timeout)
     except TimeoutError:
         client.close()
         raise DataError(f"{args.scheduler}: no worker in {args.timeout:g} s "
                         f"(start some: dask worker {args.scheduler})") from None
+    except KeyboardInterrupt:
+        client.close()
+        raise
     return client, None
 
 
@@ -145,14 +188,34 @@ def results_in_order(client, steps, plugin_name, action):
             pending.append((step, None if isinstance(step, str) else
                             client.submit(detect_chunk, plugin_name, step, action, pure=False)))
         step, future = pending.popleft()
-        yield step, None if future is None else future.result()
+        yield step, None if future is None else waited(future.result, math.inf)
 
 
-def run(args, steps, json_path, model):
-    """The steps on the cluster, JSON lines into json_path and error lines to stderr; the failures."""
+def write_results(results, out, model, progress):
+    """Each (step, result) as JSON lines into `out` (media.JsonLinesFile) and error lines to stderr:
+    (images, faces, failures)."""
+    images = faces = failures = 0
+    for step, result in results:
+        address, worker_model, records = result or (None, model, [step])
+        if worker_model != model:
+            raise DataError(f"worker {address} runs {worker_model[0]} on a model file with SHA-256 "
+                            f"{worker_model[1][:12]}..., this machine {model[0]} on "
+                            f"{model[1][:12]}...: every machine needs the same model")
+        for record in records:
+            if isinstance(record, str):
+                failures += 1
+                tqdm.write(record, file=sys.stderr)
+            else:
+                out.write(record)  # a full disk: media.OutputError, the run stops
+                images, faces = images + 1, faces + len(record["faces"])
+        progress.update(len(records) * (result is not None))
+    return images, faces, failures
+
+
+def run(args, steps, out, model):
+    """The steps on the cluster, JSON lines into `out` and error lines to stderr; the failures."""
     client, cluster = start_client(args)
     plugin_name, registered = f"facial-keypoints-{uuid.uuid4().hex}", False
-    images = faces = failures = 0
     try:
         plugin = DetectorCache(partial(detect.build_detector, args.worker_detector))
         try:
@@ -164,21 +227,8 @@ def run(args, steps, json_path, model):
         action = runner.Action(media.draw_faces, program=PROGRAM)
         total = sum(len(step) for step in steps if not isinstance(step, str))
         progress = tqdm(total=total, unit="image", disable=None)
-        with open(json_path, "w") as out:
-            for step, result in results_in_order(client, steps, plugin_name, action):
-                address, worker_model, records = result or (None, model, [step])
-                if worker_model != model:
-                    raise DataError(f"worker {address} runs {worker_model[0]} on a model file with SHA-256 "
-                                    f"{worker_model[1][:12]}..., this machine {model[0]} on "
-                                    f"{model[1][:12]}...: every machine needs the same model")
-                for record in records:
-                    if isinstance(record, str):
-                        failures += 1
-                        tqdm.write(record, file=sys.stderr)
-                    else:
-                        out.write(json.dumps(record) + "\n")
-                        images, faces = images + 1, faces + len(record["faces"])
-                progress.update(len(records) * (result is not None))
+        images, faces, failures = write_results(results_in_order(client, steps, plugin_name, action),
+                                                out, model, progress)
         progress.close()
         workers = len(client.nthreads())
     finally:
@@ -211,6 +261,11 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.chunk_size < 1:
         parser.error(f"--chunk-size {args.chunk_size}: must be 1 or more")
+    if not 0 < args.timeout < math.inf:  # NaN too
+        parser.error(f"--timeout {args.timeout:g}: give a number of seconds above 0")
+    problem = args.scheduler and distributed and scheduler_problem(args.scheduler)
+    if problem:
+        parser.error(problem)
     if args.scheduler and args.workers is not None:
         parser.error("--workers sizes a local cluster; with --scheduler the cluster's own workers run")
     args.workers = runner.default_workers() if args.workers is None else args.workers
@@ -225,10 +280,15 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    """Run the command line; returns the exit status (1 if any input failed)."""
+    """Run the command line; returns the exit status (1 if any input failed, 130 when stopped)."""
     args = parse_args(argv)
-    json_path, temporary, started = args.json, None, time.perf_counter()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run leaves no temporary file
+    with media.stop_between_steps():  # Ctrl-C and SIGTERM: the run stops and removes its temporary file
+        return write_json(args)
+
+
+def write_json(args):
+    """main's work: the inputs on the cluster, into --json; the exit status."""
+    json_path, out, started = args.json, None, time.perf_counter()
     try:
         paths = args.inputs + [path for list_file in args.list for path in read_list(list_file)]
         if not paths:
@@ -236,23 +296,16 @@ def main(argv=None):
         if distributed is None:
             raise DataError(f"the cluster engine is not installed: {INSTALL} (Dask's distributed scheduler)")
         detector = detect.build_detector(args.detector)  # a bad model is one line, before any cluster
-        media.check_writable("--json", json_path)
-        if any(os.path.exists(p) and media.inside(json_path, p) for p in [*paths, detector.backend_path]):
-            raise DataError(f"{json_path}: is one of the inputs or the model; choose another --json file")
+        protected = [detector.backend_path, args.model, media.SHIPPED_MODELS]
+        # its records go to a temporary file, put in place of json_path only by a complete run
+        out = media.JsonLinesFile("--json", json_path, paths, protected)
         steps = work(paths, args.chunk_size)
-        fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(json_path)}.", suffix=".tmp",
-                                         dir=os.path.dirname(os.path.abspath(json_path)))
-        os.close(fd)
         if any(not isinstance(step, str) for step in steps):
-            failures = run(args, steps, temporary, fingerprint(detector))
+            failures = run(args, steps, out, fingerprint(detector))
         else:  # nothing to detect: the error lines, and the empty file detect.py writes too
             failures = len(steps)
             print(*steps, sep="\n", file=sys.stderr)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's file is private; detect.py's follows the umask
-        os.replace(temporary, json_path)
-        temporary = None
+        out.close()
     except (DataError, OSError, TimeoutError) as error:
         print(f"{PROGRAM}: {error}", file=sys.stderr)
         return 1
@@ -269,8 +322,8 @@ def main(argv=None):
         print(f"{PROGRAM}: {line}", file=sys.stderr)
         return 1
     finally:
-        if temporary is not None and os.path.exists(temporary):
-            os.unlink(temporary)
+        if out is not None:
+            out.close(keep=False)  # a run that stopped: json_path as it was (after close(): nothing to do)
     print(f"keypoints: {json_path} in {time.perf_counter() - started:.1f} s")
     return 1 if failures else 0
 

@@ -362,11 +362,13 @@ class CachedFaceDataset(Dataset):
     """Course-format data decoded once into memory (grayscale), cropped and augmented per sample.
 
     `indices` selects rows of the CSV (e.g. a validation split by identity); `augment_options` go
-    to FaceCropAugment (e.g. rotation=10.0).
+    to FaceCropAugment (e.g. rotation=10.0). With `convention` (an index of models.CONVENTIONS,
+    the labelling the CSV follows), each sample is (crop, keypoints, convention): the two-head
+    network's training set mixes sets labelled two ways, and each sample trains its own head.
     """
 
     def __init__(self, csv_file, root_dir, size, train=True, indices=None, progress=False,
-                 **augment_options):
+                 convention=None, **augment_options):
         self.names, self.keypoints = read_keypoints_csv(csv_file, root_dir, arrays=True)
         if indices is not None:
             rows = list(indices)
@@ -377,9 +379,11 @@ class CachedFaceDataset(Dataset):
             names = tqdm(names, desc=f"decoding {os.path.basename(root_dir.rstrip('/'))}", leave=False)
         self.images = [to_gray(load_image(os.path.join(root_dir, n))) for n in names]
         self.transform = FaceCropAugment(size, train=train, **augment_options)
+        self.convention = convention
 
     def __len__(self):
         return len(self.names)
 
     def __getitem__(self, idx):
-        return self.transform(self.images[idx], self.keypoints[idx])
+        crop, keypoints = self.transform(self.images[idx], self.keypoints[idx])
+        return (crop, keypoints) if self.convention is None else (crop, keypoints, self.convention)

@@ -34,14 +34,17 @@ from facial_keypoints.backends import BACKENDS
 from facial_keypoints.detect import MAX_FLIP_DISAGREEMENT, KeypointDetector
 from facial_keypoints.face_crop import keypoints_to_box, transform_points
 from facial_keypoints.media import (
+    SHIPPED_MODELS,
     DataError,
     OneLineParser,
-    check_writable,
+    check_stop,
     data_dir,
     data_path,
     identity_of,
     load_image,
     read_keypoints_csv,
+    reserve_file_output,
+    stop_between_steps,
     to_gray,
     unseen_people,
 )
@@ -75,7 +78,39 @@ def plot_ced(curves, path, limit=0.10):
     ax.legend(loc="lower right")
     fig.tight_layout()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=110)
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.tmp{ext}"  # written whole, then renamed: a full disk leaves the old plot as it was
+    try:
+        fig.savefig(tmp, dpi=110, format=ext[1:].lower() or "png")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def plot_format_problem(path):
+    """Why matplotlib cannot write a plot to `path`, by its extension (none: PNG), or None."""
+    from matplotlib.figure import Figure
+    ext = os.path.splitext(path)[1][1:].lower()
+    formats = Figure().canvas.get_supported_filetypes()
+    if ext and ext not in formats:
+        return f"--plot {path}: matplotlib writes no .{ext} files; use .{', .'.join(sorted(formats))}"
+    return None
+
+
+def reserve_plot(parser, args):
+    """Refuse, before any work, a --plot that matplotlib cannot write, that names what the run
+    reads (the CSV, the images, the dataset, the model, the shipped models), a folder or a device
+    (the plot is renamed over it), or lies in a folder that cannot be written."""
+    problem = plot_format_problem(args.plot)
+    if problem:
+        parser.error(problem)
+    dataset = [] if args.csv and args.images else [data_dir()]
+    try:
+        reserve_file_output("--plot", args.plot, os.path.isfile, "a plot", [args.csv, args.images, *dataset],
+                            [args.model, SHIPPED_MODELS])
+    except DataError as e:
+        parser.error(str(e))
 
 
 def matching_box(boxes, gt_keypoints):
@@ -209,14 +244,33 @@ def predict_dataset(pipeline, csv_file, images_dir, progress=True, rotate=0.0, d
     is then degraded (see degraded). Returns (N, 68, 2) predictions in image pixels (NaN rows for
     misses) and the labels as the pipeline saw them."""
     names, gt = read_keypoints_csv(csv_file, images_dir, arrays=True)  # every image checked first
+    check_rows(csv_file, images_dir, names, gt)
     pred = np.full_like(gt, np.nan)
-    for i, name in enumerate(tqdm(names, desc=label, disable=not progress)):
+    # disable=None: a bar on a terminal only, as every progress bar here
+    for i, name in enumerate(tqdm(names, desc=label, disable=None if progress else True)):
+        check_stop()  # Ctrl-C or SIGTERM inside stop_between_steps: here, between images
         image, gt[i] = rotated(load_image(os.path.join(images_dir, name)), gt[i], rotate)
         image, gt[i] = degraded(image, gt[i], degrade, i)
         keypoints = pipeline(image, gt[i])
         if keypoints is not None:
             pred[i] = keypoints
     return pred, gt
+
+
+def check_rows(csv_file, images_dir, names, keypoints):
+    """DataError for an image name that leads out of images_dir (`../training/x.jpg`: another
+    set's image would be scored) or a row that repeats an earlier one (it would be scored twice)."""
+    for row, name in enumerate(names, 1):
+        relative = os.path.normpath(name)
+        if os.path.isabs(relative) or relative.split(os.sep)[0] == os.pardir:
+            raise DataError(f"{csv_file}: row {row} names {name}, outside {images_dir}; name each image by "
+                            f"its path inside the images folder")
+    first_row = {}
+    for row, key in enumerate(zip(names, (points.tobytes() for points in keypoints), strict=True), 1):
+        if key in first_row:
+            raise DataError(f"{csv_file}: row {row} repeats row {first_row[key]} ({key[0]}); remove one, "
+                            f"or its face is scored twice")
+        first_row[key] = row
 
 
 def subset_csv(csv_file, limit, folder, spaced=False):
@@ -314,16 +368,22 @@ def main(argv=None):
     if args.worst < 0:
         parser.error(f"--worst {args.worst}: give a number of faces, 0 or more")
     if args.plot:
-        try:
-            check_writable("--plot", args.plot)
-        except DataError as e:
-            parser.error(str(e))
+        reserve_plot(parser, args)
+    with stop_between_steps():
+        return report(args)
+
+
+def report(args):
+    """Evaluate as the command line asks, print the summary and write the plot: main's work."""
     try:
         m = evaluate(args.model, args.protocol, args.csv, args.images, flip_average=not args.no_flip,
                      backend=args.backend, rotate=args.rotate, split=args.split, degrade=args.degrade,
                      face_check=not args.no_face_check, accurate=args.accurate)
     except DataError as e:
         sys.exit(f"evaluate.py: {e}")
+    except KeyboardInterrupt:
+        print("evaluate.py: interrupted; nothing was written", file=sys.stderr)
+        sys.exit(130)
     label = args.protocol + ("" if args.csv or args.split == "test" else f", {args.split} people")
     label += f", rotated {args.rotate:g} degrees" if args.rotate else ""
     label += ", --accurate" if args.accurate else ""
@@ -336,7 +396,11 @@ def main(argv=None):
         print(f"the {min(args.worst, m['faces'])} faces with the largest error:",
               *worst_faces(m, args.worst), sep="\n")
     if args.plot and m["found"]:
-        plot_ced({f"ours ({label})": m["errors"]}, args.plot)
+        try:
+            plot_ced({f"ours ({label})": m["errors"]}, args.plot)
+        except OSError as e:
+            sys.exit(f"evaluate.py: --plot {args.plot}: cannot write it ({e.strerror or e}); "
+                     "any earlier plot there is as it was")
         print(f"CED plot: {args.plot}")
     return m
 

@@ -40,10 +40,19 @@ from facial_keypoints.backends import (
     DEFAULT_ONNX_MODEL,
     OnnxModel,
     TorchModel,
+    check_meta,
+    check_model_file,
     predict_normalized,
     sha256,
 )
-from facial_keypoints.media import DataError, OneLineParser, data_path, read_keypoints_csv
+from facial_keypoints.media import (
+    DataError,
+    OneLineParser,
+    data_path,
+    one_line,
+    read_keypoints_csv,
+    reserve_file_output,
+)
 from metrics import nme_per_face
 from models import ModelFileError, load_model
 
@@ -193,6 +202,51 @@ def max_difference(torch_model, onnx_model, crops):
     return float(max(batched, single))
 
 
+def holds_onnx(path):
+    """Whether the file at `path` is an ONNX model, which --out may replace (not a .pt, an image)."""
+    try:
+        import onnx
+    except ImportError:
+        return True  # main says what to install
+    try:
+        return len(onnx.load(path, load_external_data=False).graph.node) > 0
+    except Exception:  # protobuf's DecodeError, onnx's own errors: not a model
+        return False
+
+
+def reserve_outputs(parser, args):
+    """Refuse, before any work, an --out (or its int8 copy) that is the model read, the shipped
+    .pt, a folder, a file of another kind or in a folder that cannot be written."""
+    outputs = [args.out] + ([] if args.no_int8 else [int8_path(args.out)])
+    try:
+        for path in outputs:
+            reserve_file_output("--out", path, holds_onnx, "an ONNX model", inputs=[args.model],
+                                protected=[DEFAULT_MODEL])
+    except DataError as e:
+        parser.error(str(e))
+
+
+def read_model(path):
+    """(model, metadata, SHA-256) of the .pt file, or exit with one line naming it."""
+    try:
+        check_model_file(path)  # before sha256: reading a pipe would wait for ever
+        digest = sha256(path)
+        model, meta = load_model(path)
+        check_meta(meta, path)  # the export carries the crop metadata to detection
+    except OSError as e:
+        sys.exit(f"export.py: {path}: {(e.strerror or str(e)).lower()}")
+    except (ModelFileError, DataError) as e:
+        sys.exit(f"export.py: {e}")
+    if sha256(path) != digest:  # a training run replaced it while we read it
+        sys.exit(f"export.py: {path} changed while being read; run export.py again")
+    return model, meta, digest
+
+
+def cannot_write(path, error, kept):
+    """The line for a file that could not be written (full disk, read-only folder)."""
+    return f"export.py: {path}: cannot write it ({error.strerror or one_line(error)}); {kept}"
+
+
 def main(argv=None):
     parser = OneLineParser(description="Export the keypoint model to ONNX and check it "
                                                  "against PyTorch on onnxruntime.")
@@ -205,22 +259,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.crops < 1 or args.int8_crops < 1:
         parser.error("--crops and --int8-crops: compare on at least 1 face")
-    if os.path.realpath(args.out) == os.path.realpath(args.model):
-        parser.error(f"--out {args.out} is the PyTorch model itself; give the ONNX file another name")
-    if os.path.isdir(args.out):
-        parser.error(f"--out {args.out}: is a folder; give a file name")
-    try:
-        digest = sha256(args.model)
-        model, meta = load_model(args.model)
-    except OSError as e:
-        sys.exit(f"export.py: {args.model}: {(e.strerror or str(e)).lower()}")
-    except ModelFileError as e:
-        sys.exit(f"export.py: {e}")
-    if sha256(args.model) != digest:  # a training run replaced it while we read it
-        sys.exit(f"export.py: {args.model} changed while being read; run export.py again")
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    reserve_outputs(parser, args)
+    model, meta, digest = read_model(args.model)
     tmp = args.out + ".tmp"
     try:
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         export_onnx(model, meta, args.model, digest, tmp)
         # the test faces are decoded once, for both checks (the int8 one takes more of them)
         all_crops, keypoints, kind = check_crops(meta["input_size"],
@@ -237,6 +280,8 @@ def main(argv=None):
         sys.exit(f"export.py: {e}")
     except ImportError as e:  # onnx, onnxscript (torch's exporter) or onnxruntime
         sys.exit(f"export.py: {e.name} is not installed: pip install -r requirements.txt")
+    except OSError as e:
+        sys.exit(cannot_write(args.out, e, "nothing was replaced"))
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -250,6 +295,8 @@ def main(argv=None):
                         keypoints[:args.int8_crops])
         except DataError as e:
             sys.exit(f"export.py: {e}")
+        except OSError as e:
+            sys.exit(cannot_write(int8_path(args.out), e, f"{args.out} was written, the int8 copy was not"))
     return difference
 
 

@@ -20,6 +20,13 @@ prints the command that resumes the run. Each such problem is one line on stderr
 
 A resumed run takes the options that define it (RUN_OPTIONS) and the random generators from its
 checkpoint, so it ends with the weights of a run never interrupted; only --epochs may change.
+
+The tool's two-head network (models.TwoHeadNet; --arch twohead-net, Net's trunk, or --arch
+twohead-efficientnet, EfficientNet-Lite0's from its ImageNet weights) trains on the course rows
+above and on the in-the-wild set (media.wild_dir(), less the photos of its validation split,
+media.wild_val_photos()) together: each sample supervises the head of its own labelling (own_heads).
+It validates each head on its own set: the course head on the held-out people (val_nme), the 300-W
+head on the wild validation photos (wild_val_nme).
 """
 
 import argparse
@@ -29,11 +36,13 @@ import random
 import shlex
 import sys
 import time
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
@@ -44,7 +53,7 @@ from facial_keypoints.face_crop import CROP_MARGIN, CROP_SHIFT
 from metrics import nme_per_face
 
 DEFAULTS = dict(
-    arch="net",            # models.ARCHITECTURES
+    arch="net",            # models.ARCHITECTURES; twohead-*: models.TwoHeadNet, also on the wild set
     input_size=112,        # crop side in pixels
     widths=None,           # Net's five conv widths, e.g. "32,64,96,192,384" (default: models.Net's)
     init=None,             # start from this saved model (fine-tuning): its weights, arch, input size, options
@@ -67,12 +76,14 @@ DEFAULTS = dict(
 )
 # What tests and notebooks pass besides the options, train.main(argv, limit=8): limit (the first N
 # training images only), max_steps (stop after N optimisation steps) and net_options (models.Net's
-# arguments besides --widths: Notebook 2 trains the course's head with {"head": "regression"}).
+# arguments besides --widths, e.g. the course's head, {"head": "regression"}: docs/EXPERIMENTS.md).
 SETTINGS = ("limit", "max_steps", "net_options")
 LOSSES = ("wing", "mse", "l1")
-# The head train.py gives Net: integral regression beat the course's fully-connected head (Net's own
-# default, which older model files have) at the same budget (docs/EXPERIMENTS.md, output heads).
+# The head train.py gives Net (also Net's default, recorded in every model file): integral regression
+# beat the course's fully-connected head at the same budget (docs/EXPERIMENTS.md, output heads).
 NET_HEAD = "integral"
+# The architectures whose fresh runs start from pretrained weights (models.TwoHeadNet's pretrained).
+PRETRAINED_ARCHS = ("twohead-efficientnet",)
 WARMUP_EPOCHS = 1  # of linear learning-rate warm-up: until batch norm's statistics settle
 # --photo-augment's groups of data_load.PHOTO_GROUPS, the shipped recipe's: not lighting, the
 # harshest, nor occlusion, which no test measures (docs/EXPERIMENTS.md, output heads).
@@ -210,12 +221,56 @@ def split_rows(args):
     return split_by_person(csv_file, args.val_fraction, args.seed, args.limit, exclude)
 
 
+def two_heads(arch):
+    """Whether `arch` is the two-head network (models.TwoHeadNet), which trains on the wild set too."""
+    return arch in models.TWO_HEAD_ARCHS
+
+
 def build_datasets(args, progress=False):
+    """The course's (training, validation) sets; for the two-head network the training samples
+    carry their convention, the course's (models.CONVENTIONS index 0)."""
     csv_file = os.path.join(args.data, "training_frames_keypoints.csv")
     images = os.path.join(args.data, "training")
     train_idx, val_idx = split_rows(args)
+    convention = models.CONVENTIONS.index("course") if two_heads(args.arch) else None
     train_set = CachedFaceDataset(csv_file, images, args.input_size, train=args.augment,
                                   indices=train_idx, progress=progress, rotation=args.rotation,
+                                  convention=convention,
+                                  **photo_options(args.photo_augment, PHOTO_GROUPS_USED))
+    val_set = CachedFaceDataset(csv_file, images, args.input_size, train=False, indices=val_idx,
+                                progress=progress) if val_idx else None
+    return train_set, val_set
+
+
+def wild_csv():
+    """The in-the-wild set's CSV (media.wild_dir()), or a DataError saying where it was looked for."""
+    csv_file = os.path.join(media.wild_dir(), "training_frames_keypoints.csv")
+    if not os.path.isfile(csv_file):
+        raise media.DataError(f"the two-head network trains on the in-the-wild set too, and there is none "
+                              f"at {os.path.abspath(media.wild_dir())} (set FKP_WILD, or import one with "
+                              f"get_data.py --pts DIR --source NAME)")
+    return csv_file
+
+
+def wild_rows(csv_file, limit=0):
+    """The wild set's (training, validation) rows: the faces of the photos of media.wild_val_photos()
+    validate, every other face trains; `limit`: the first rows only."""
+    names = list(media.read_keypoints_csv(csv_file).iloc[:, 0])[:limit or None]
+    held_out = media.wild_val_photos()
+    train = [i for i, name in enumerate(names) if media.identity_of(name) not in held_out]
+    val = [i for i, name in enumerate(names) if media.identity_of(name) in held_out]
+    return train, val
+
+
+def build_wild_datasets(args, progress=False):
+    """The wild set's (training, validation) sets, augmented as the course's; the training samples
+    carry the 300-W convention (models.CONVENTIONS index 1). The validation set is None when empty."""
+    csv_file = wild_csv()
+    images = os.path.join(media.wild_dir(), "training")
+    train_idx, val_idx = wild_rows(csv_file, args.limit)
+    train_set = CachedFaceDataset(csv_file, images, args.input_size, train=args.augment, indices=train_idx,
+                                  progress=progress, rotation=args.rotation,
+                                  convention=models.CONVENTIONS.index("300w"),
                                   **photo_options(args.photo_augment, PHOTO_GROUPS_USED))
     val_set = CachedFaceDataset(csv_file, images, args.input_size, train=False, indices=val_idx,
                                 progress=progress) if val_idx else None
@@ -228,14 +283,16 @@ def epoch_sampler(dataset, seed):
 
 
 @torch.no_grad()
-def validation_nme(model, val_set, batch_size=256, device="cpu"):
-    """Mean NME (%) on the validation crops (NME is scale-free, so crop coordinates do)."""
+def validation_nme(model, val_set, batch_size=256, device="cpu", head=None):
+    """Mean NME (%) on the validation crops (NME is scale-free, so crop coordinates do); `head`:
+    the two-head network's output to read (an index of models.CONVENTIONS)."""
     model.eval()
     errors = []
     for batch in DataLoader(val_set, batch_size=batch_size):
         # train.py's datasets give pairs, the course's FacialKeypointsDataset (Notebook 2) dicts
-        images, targets = (batch["image"], batch["keypoints"]) if isinstance(batch, dict) else batch
-        pred = model(images.to(device)).view(-1, 68, 2).cpu()
+        images, targets = (batch["image"], batch["keypoints"]) if isinstance(batch, dict) else batch[:2]
+        pred = model(images.to(device))
+        pred = (pred if head is None else pred[:, head]).reshape(-1, 68, 2).cpu()
         errors.append(nme_per_face(pred.numpy(), targets.numpy()))
     model.train()
     return 100 * float(np.concatenate(errors).mean())
@@ -291,7 +348,9 @@ def set_rng_state(state, device):
 def read_checkpoint(path, mmap=False):
     """The checkpoint saved at `path`, or a TrainingError naming the file."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():  # torch warns about a plain pickle's protocol: the error says more
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # zip, pickle and version errors all mean "not a checkpoint we can use"
         raise TrainingError(f"{path}: not a readable checkpoint ({type(e).__name__}: truncated or not "
                             f"a train.py checkpoint); delete it, or pick another --out") from None
@@ -367,8 +426,13 @@ def initial_model(args):
     else:
         chosen = {"widths": args.widths, "head": NET_HEAD if args.arch == "net" else None, **args.net_options}
         model_options = {name: value for name, value in chosen.items() if value is not None}
+        # The EfficientNet trunk starts from ImageNet's weights (net_options {"pretrained": False}: not);
+        # the model files do not record the choice in model_options: they hold every weight.
+        pretrained = model_options.pop("pretrained", args.arch in PRETRAINED_ARCHS)
         try:
-            model, init_meta = models.build_model(args.arch, args.input_size, **model_options), {}
+            model = models.build_model(args.arch, args.input_size, **model_options,
+                                       **({"pretrained": True} if pretrained else {}))
+            init_meta = {}
         except ValueError as e:
             raise TrainingError(f"--arch {args.arch} --input-size {args.input_size}: {e}; "
                                 f"pick a larger --input-size or other options") from None
@@ -409,6 +473,8 @@ class Run:
     step: int = 0                  # optimisation steps done
     history: list = field(default_factory=list)
     saved_epoch: int = None        # the epoch the checkpoint on disk holds (None: no checkpoint yet)
+    wild_val_set: object = None    # the two-head network's: the wild validation photos' faces
+    pretrained: str = None         # what the first weights of a pretrained trunk were (None: none)
 
     def done(self):
         return self.epoch >= self.args.epochs or self.step >= self.total_steps
@@ -418,8 +484,7 @@ def start_run(args, device):
     """Everything before the first epoch: checks, model (fresh, --init or resumed), data, optimizer."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    media.check_writable("--out", args.out)
-    media.check_writable("--out", args.checkpoint)
+    reserve_outputs(args)
     ckpt = load_checkpoint(args)
     if ckpt:
         resume_options(args, ckpt)
@@ -429,12 +494,20 @@ def start_run(args, device):
         model, model_options = checkpoint_model(ckpt, args.checkpoint), ckpt["model_options"]
         args.arch, args.input_size = ckpt["arch"], ckpt["input_size"]  # an --init model's, say
         commands, init_saw_unseen = ckpt["command_history"], ckpt.get("init_saw_unseen", False)
+        pretrained = ckpt.get("pretrained")
     else:
         model, model_options, init_meta = initial_model(args)
         commands = init_meta.get("command_history") or [c for c in [init_meta.get("command")] if c]
         init_saw_unseen = init_meta.get("trained_on_unseen_people") if args.init else False
+        pretrained = init_meta.get("pretrained") if args.init else getattr(model, "pretrained_from", None)
+    if two_heads(args.arch):
+        wild_csv()  # a missing wild set: said before the data loads
     started = time.time()
     train_set, val_set = build_datasets(args, progress=sys.stderr.isatty())
+    wild_val_set = None
+    if two_heads(args.arch):
+        wild_train_set, wild_val_set = build_wild_datasets(args, progress=sys.stderr.isatty())
+        train_set = ConcatDataset([train_set, wild_train_set])
     loader = DataLoader(train_set, batch_size=args.batch_size, sampler=epoch_sampler(train_set, args.seed),
                         drop_last=True)  # crops made here: the generators a checkpoint saves draw them all
     if len(loader) == 0:
@@ -442,13 +515,16 @@ def start_run(args, device):
                               f"{args.batch_size}; lower --batch-size (or --val-fraction)")
     model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    if not ckpt:  # crops and shuffles start from the seed, whatever came before (Notebook 2 shows samples)
+        seed_all(args.seed)
     run = Run(args, device, model, model_options, optimizer, loader, val_set,
               *schedule(args.epochs, len(loader), args.max_steps), run_options, [*commands, args.command],
-              init_saw_unseen, started)
+              init_saw_unseen, started, wild_val_set=wild_val_set, pretrained=pretrained)
     if ckpt:
         restore_progress(run, ckpt)
+    wild = f" + {len(wild_val_set) if wild_val_set else 0} wild" if two_heads(args.arch) else ""
     print(f"{args.arch}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
-          f"{len(train_set)} training / {len(val_set) if val_set else 0} validation faces on {device}, "
+          f"{len(train_set)} training / {len(val_set) if val_set else 0}{wild} validation faces on {device}, "
           f"{len(loader)} steps per epoch (data ready in {time.time() - started:.0f}s)")
     return run
 
@@ -466,9 +542,18 @@ def restore_progress(run, ckpt):
     print(f"resumed from {run.args.checkpoint}: epoch {run.epoch}, step {run.step}")
 
 
-def train_step(model, optimizer, images, targets, criterion, device="cpu"):
-    """One optimisation step (images channels_last, like the model); returns the loss. Notebook 2's too."""
+def own_heads(output, conventions):
+    """Each sample's own head of the two-head network's (N, heads, 136) output: (N, 136), row i
+    from head conventions[i], so that a loss on it trains each head on its own labelling only."""
+    return output[torch.arange(len(conventions), device=output.device), conventions.to(output.device)]
+
+
+def train_step(model, optimizer, images, targets, criterion, device="cpu", conventions=None):
+    """One optimisation step (images channels_last, like the model); returns the loss. Notebook 2's
+    too. `conventions`: for the two-head network, each sample's head (own_heads)."""
     output = model(images.to(device, memory_format=torch.channels_last))
+    if conventions is not None:
+        output = own_heads(output, conventions)
     loss = criterion(output, targets.to(device))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -476,9 +561,44 @@ def train_step(model, optimizer, images, targets, criterion, device="cpu"):
     return loss.item()
 
 
+def curves_path(out):
+    return os.path.splitext(out)[0] + "_curves.png"
+
+
+def reserve_outputs(args):
+    """Refuse, before the data is loaded, an --out that is the --init model, in the data or among
+    the shipped models, an existing file that is not a model (torch.save writes zip archives), a
+    folder or in a folder that cannot be written; its checkpoint (load_checkpoint checks what it
+    holds) and curves alike. A media.OutputError naming --out."""
+    inputs, protected = [args.data], [args.init, media.SHIPPED_MODELS]
+    media.reserve_file_output("--out", args.out, zipfile.is_zipfile, "a model file", inputs, protected)
+    media.reserve_file_output("--out", args.checkpoint, os.path.isfile, "a checkpoint", inputs, protected)
+    media.reserve_file_output("--out", curves_path(args.out), os.path.isfile, "a plot", inputs, protected)
+
+
+def kept(run):
+    """What a run that stops now leaves on disk."""
+    return f"{run.args.checkpoint} keeps epoch {run.saved_epoch}" if run.saved_epoch else "nothing was saved"
+
+
 def diverged(run, what):
-    kept = f"{run.args.checkpoint} keeps epoch {run.saved_epoch}" if run.saved_epoch else "nothing was saved"
-    return TrainingError(f"{what}: the run diverged; lower --lr (now {run.args.lr:g}); {kept}")
+    return TrainingError(f"{what}: the run diverged; lower --lr (now {run.args.lr:g}); {kept(run)}")
+
+
+def resume_command(args):
+    data = ["--data", args.data] if "data" in args.given else []
+    return shlex.join(["python", "train.py", "--resume", *data, "--out", args.out])
+
+
+def saved(save, path, then):
+    """save(), an atomic write of `path` (the old file stays whole if it fails); a failed write
+    (full disk, read-only folder) is a TrainingError naming the file, `then` saying what is left.
+    torch.save reports one as a RuntimeError with a message about its zip writer."""
+    try:
+        save()
+    except (OSError, RuntimeError) as e:
+        reason = getattr(e, "strerror", None) or "the write failed: is the disk full?"
+        raise TrainingError(f"{path}: cannot write it ({reason}); {then}") from None
 
 
 def train_epoch(run):
@@ -487,12 +607,13 @@ def train_epoch(run):
     criterion, losses = KeypointLoss(run.args.loss, run.args.input_size), []
     with tqdm(run.loader, desc=f"epoch {run.epoch + 1}/{run.args.epochs}", leave=False,
               disable=not sys.stderr.isatty()) as bar:
-        for images, targets in bar:
+        for images, targets, *conventions in bar:  # the two-head network's samples: with their convention
             media.check_stop()  # Ctrl-C or SIGTERM: here, between steps, never inside a save
             lr = lr_at(run.step, run.total_steps, run.warmup_steps, run.args.lr)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
-            loss = train_step(run.model, run.optimizer, images, targets, criterion, run.device)
+            loss = train_step(run.model, run.optimizer, images, targets, criterion, run.device,
+                              *conventions)
             if not math.isfinite(loss):
                 raise diverged(run, f"the loss is {loss} at step {run.step + 1}, epoch {run.epoch + 1}")
             losses.append(loss)
@@ -507,63 +628,97 @@ def train_epoch(run):
 def end_epoch(run, loss, lr, started):
     """Validate, record the epoch and write the checkpoint, unless the weights or the validation
     NME are not finite numbers: a diverged state never replaces a good checkpoint."""
-    val_nme = validation_nme(run.model, run.val_set, device=run.device) if run.val_set else float("nan")
-    if not models.all_finite(run.model) or (run.val_set and not math.isfinite(val_nme)):
+    heads = two_heads(run.args.arch)
+    course, wild = (models.CONVENTIONS.index(name) for name in ("course", "300w"))
+    val_nme = validation_nme(run.model, run.val_set, device=run.device, head=course if heads else None) \
+        if run.val_set else float("nan")
+    wild_val_nme = validation_nme(run.model, run.wild_val_set, device=run.device, head=wild) \
+        if run.wild_val_set else float("nan")
+    if not models.all_finite(run.model) or (run.val_set and not math.isfinite(val_nme)) \
+            or (run.wild_val_set and not math.isfinite(wild_val_nme)):
         raise diverged(run, f"epoch {run.epoch}: the weights or the validation NME are not finite numbers")
     run.history.append(dict(epoch=run.epoch, step=run.step, loss=loss, val_nme=val_nme, lr=lr,
                             seconds=time.time() - started))
-    models.atomic_save(dict(model=run.model.state_dict(), optimizer=run.optimizer.state_dict(),
-                            epoch=run.epoch, step=run.step, history=run.history, finished=run.done(),
-                            run_options=run.run_options, arch=run.args.arch, input_size=run.args.input_size,
-                            model_options=run.model_options, command_history=run.command_history,
-                            rng=[rng_state(run.device)],  # after validation: it draws too
-                            init_saw_unseen=run.init_saw_unseen), run.args.checkpoint)
+    if heads:
+        run.history[-1]["wild_val_nme"] = wild_val_nme
+    checkpoint = dict(model=run.model.state_dict(), optimizer=run.optimizer.state_dict(),
+                      epoch=run.epoch, step=run.step, history=run.history, finished=run.done(),
+                      run_options=run.run_options, arch=run.args.arch, input_size=run.args.input_size,
+                      model_options=run.model_options, command_history=run.command_history,
+                      rng=[rng_state(run.device)],  # after validation: it draws too
+                      init_saw_unseen=run.init_saw_unseen, pretrained=run.pretrained)
+    saved(lambda: models.atomic_save(checkpoint, run.args.checkpoint), run.args.checkpoint,
+          kept(run) + (f"; resume with `{resume_command(run.args)}` once it can be written"
+                       if run.saved_epoch else ""))
     run.saved_epoch = run.epoch
     val_text = f"val NME {val_nme:.2f}%" if run.val_set else "no validation"
+    if heads:
+        val_text += f"  wild val NME {wild_val_nme:.2f}%" if run.wild_val_set else "  no wild validation"
     print(f"epoch {run.epoch:3d}/{run.args.epochs}  loss {loss:.4f}  {val_text}  lr {lr:.2e}  "
           f"{run.history[-1]['seconds']:.1f}s", flush=True)  # printed once the checkpoint holds it
 
 
 def model_meta(args, model_options, steps, val_nme, train_seconds, command_history, device="cpu",
-               init_saw_unseen=False):
-    """What a saved model carries besides its weights: network, crop, training (Notebook 2's too)."""
-    return dict(arch=args.arch, input_size=args.input_size, model_options=model_options,
+               init_saw_unseen=False, wild_val_nme=None, pretrained=None):
+    """What a saved model carries besides its weights: network, crop, training (Notebook 2's too).
+    The two-head network's also says its outputs' conventions, its wild validation NME and what
+    its trunk's first weights were (pretrained: None when none)."""
+    meta = dict(arch=args.arch, input_size=args.input_size, model_options=model_options,
                 crop_margin=CROP_MARGIN, crop_shift=CROP_SHIFT, grayscale=True, pixel_scale="gray / 255",
                 keypoint_norm="(p - (input_size - 1) / 2) / ((input_size - 1) / 2), crop pixels",
                 epochs=args.epochs, steps=steps, train_seconds=round(train_seconds, 1),
                 val_nme=val_nme, command=args.command, command_history=command_history,
                 trained_on_unseen_people=True if args.unseen else init_saw_unseen,
                 device=str(device), torch=str(torch.__version__), created=time.strftime("%Y-%m-%d %H:%M:%S"))
+    if two_heads(args.arch):
+        meta.update(conventions=list(models.CONVENTIONS), wild_val_nme=wild_val_nme, pretrained=pretrained)
+    return meta
 
 
 def plot_curves(history, path):
     # A bare Figure, not pyplot: no GUI backend needed, and a notebook's inline plots keep working.
     from matplotlib.figure import Figure
-    validated = not all(math.isnan(h["val_nme"]) for h in history)  # --val-fraction 0: loss only
+    validated = not all(math.isnan(h["val_nme"]) and math.isnan(h.get("wild_val_nme", math.nan))
+                        for h in history)  # --val-fraction 0 (and no wild validation): loss only
     fig = Figure(figsize=(10 if validated else 5, 3.5))
     axes = fig.subplots(1, 2 if validated else 1, squeeze=False)[0]
     epochs = [h["epoch"] for h in history]
     axes[0].plot(epochs, [h["loss"] for h in history])
     axes[0].set(xlabel="epoch", ylabel="training loss", title="Training loss", yscale="log")
     if validated:
-        axes[1].plot(epochs, [h["val_nme"] for h in history])
-        axes[1].set(xlabel="epoch", ylabel="NME (%)", title="Validation NME (held-out people)", yscale="log")
+        axes[1].plot(epochs, [h["val_nme"] for h in history], label="held-out people (course head)")
+        title = "Validation NME (held-out people)"
+        if any(math.isfinite(h.get("wild_val_nme", math.nan)) for h in history):  # the two-head network
+            axes[1].plot(epochs, [h["wild_val_nme"] for h in history], label="wild photos (300-W head)")
+            axes[1].legend()
+            title = "Validation NME"
+        axes[1].set(xlabel="epoch", ylabel="NME (%)", title=title, yscale="log")
         axes[1].grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path + ".tmp.png", dpi=100)
-    os.replace(path + ".tmp.png", path)
+    try:
+        fig.savefig(path + ".tmp.png", dpi=100)
+        os.replace(path + ".tmp.png", path)
+    finally:
+        if os.path.exists(path + ".tmp.png"):  # a failed write leaves no partial file
+            os.remove(path + ".tmp.png")
 
 
 def finish(run):
     """Save the final model (end_epoch checked its weights) with its metadata, and the curves."""
     seconds = time.time() - run.started
     val_nme = run.history[-1]["val_nme"] if run.history and run.val_set else None
+    wild_val_nme = run.history[-1]["wild_val_nme"] if run.history and run.wild_val_set else None
     meta = model_meta(run.args, run.model_options, run.step, val_nme, seconds, run.command_history,
-                      run.device, run.init_saw_unseen)
-    models.save_model(run.model.cpu(), run.args.out, meta)
+                      run.device, run.init_saw_unseen, wild_val_nme, run.pretrained)
+    saved(lambda: models.save_model(run.model.cpu(), run.args.out, meta), run.args.out,
+          f"{run.args.checkpoint} holds the finished run: save it with `{resume_command(run.args)}` "
+          "once it can be written")
     if run.history:
-        plot_curves(run.history, os.path.splitext(run.args.out)[0] + "_curves.png")
+        curves = curves_path(run.args.out)
+        saved(lambda: plot_curves(run.history, curves), curves, f"{run.args.out} is saved")
     final = f"final val NME {val_nme:.2f}%" if run.val_set else "no validation set"
+    if wild_val_nme is not None:
+        final += f", wild val NME {wild_val_nme:.2f}%"
     print(f"saved {run.args.out} ({seconds / 60:.1f} min, {final})")
 
 
@@ -572,9 +727,7 @@ def interrupted_message(args, run):
     if run is None or run.saved_epoch is None:
         return (f"interrupted before training went on; {args.checkpoint} is as it was" if args.resume
                 else "interrupted before the first epoch ended; nothing was saved")
-    data = ["--data", args.data] if "data" in args.given else []
-    command = shlex.join(["python", "train.py", "--resume", *data, "--out", args.out])
-    return f"interrupted after epoch {run.saved_epoch}; resume with `{command}`"
+    return f"interrupted after epoch {run.saved_epoch}; resume with `{resume_command(args)}`"
 
 
 def main(argv=None, **settings):

@@ -18,8 +18,8 @@ import sys
 
 import numpy as np
 
-from .face_crop import CROP_META, FLIP_PERMUTATION, NUM_KEYPOINTS
-from .media import DataError, one_line
+from .face_crop import FLIP_PERMUTATION, NUM_KEYPOINTS, crop_meta_problem
+from .media import DataError, model_file_problem, one_line
 
 # The shipped model lives inside the package, so that `pip install` brings it.
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -63,6 +63,7 @@ class TorchModel:
     def load(cls, path):
         # The network's code is the course's models.py, in a clone: `pip install .` brings the
         # ONNX files and onnxruntime only.
+        check_model_file(path)
         if not installed("torch") or not installed("models"):
             raise DataError("the torch backend runs from a clone of the repository with its requirements "
                             "(models.py and PyTorch: pip install -r requirements.txt); --backend onnx "
@@ -93,8 +94,7 @@ class OnnxModel:
 
     def __init__(self, path, threads=None):
         self.path = path
-        if not os.path.isfile(path):
-            raise DataError(f"{path}: no such ONNX model (write it with `python export.py`)")
+        check_model_file(path, hint=" (write it with `python export.py`)")
         try:
             import onnxruntime
         except ImportError:
@@ -107,9 +107,13 @@ class OnnxModel:
         except Exception as e:  # onnxruntime has no public exception base class
             raise DataError(f"{path}: not a readable ONNX model ({one_line(e)})") from None
         self.meta = json_values(self.model.get_modelmeta().custom_metadata_map)
-        if not set(CROP_META) <= set(self.meta):
-            raise DataError(f"{path}: no facial-keypoints metadata (export it with `python export.py`)")
-        graph_input, graph_output = self.model.get_inputs()[0], self.model.get_outputs()[0]
+        check_meta(self.meta, path)
+        inputs = self.model.get_inputs()
+        if len(inputs) != 1:
+            names = ", ".join(i.name for i in inputs)
+            raise DataError(f"{path}: the graph takes {len(inputs)} inputs ({names}), not one batch of "
+                            "face crops; export it again with `python export.py`")
+        graph_input, graph_output = inputs[0], self.model.get_outputs()[0]
         size = self.meta["input_size"]
         if list(graph_input.shape[1:]) != [1, size, size] or graph_output.shape[-1] != 2 * NUM_KEYPOINTS:
             raise DataError(f"{path}: the graph takes {graph_input.shape} and gives {graph_output.shape}, "
@@ -134,16 +138,37 @@ def json_values(metadata):
     return meta
 
 
+def check_model_file(path, hint=""):
+    """DataError naming `path` when it is not a file a model can be read from (model_file_problem)."""
+    problem = model_file_problem(path)
+    if problem:
+        raise DataError(f"{path}: {problem}{hint}")
+
+
+def check_meta(meta, path):
+    """DataError naming `path` when the model's crop metadata is missing or out of range
+    (face_crop.crop_meta_problem): detection would crop faces with it."""
+    problem = crop_meta_problem(meta or {})
+    if problem:
+        raise DataError(f"{path}: {problem}; use a model file that train.py (or export.py) wrote")
+
+
 def check_model(model, path):
-    """A model is usable when it predicts finite keypoints for a plain gray crop: a diverged
-    training run saves NaN weights, which would otherwise fail later, on the first face."""
-    missing = [key for key in CROP_META if key not in (model.meta or {})]
-    if missing:
-        raise DataError(f"{path}: the model's metadata has no {', '.join(missing)} (not saved by "
-                        "train.py?); use a model file that train.py wrote")
+    """A model is usable when its metadata holds and it predicts finite keypoints for a plain gray
+    crop: a diverged training run saves NaN weights, and a graph that needs other inputs cannot
+    run, which would otherwise fail later, on the first face."""
+    check_meta(model.meta, path)
     size = model.meta["input_size"]
     probe = np.full((1, 1, size, size), 0.5, dtype=np.float32)
-    if not np.isfinite(model(probe)).all():
+    try:
+        keypoints = model(probe)
+    except Exception as e:  # onnxruntime and PyTorch raise many kinds: any means the file is unusable
+        raise DataError(f"{path}: the model cannot run on a face crop ({one_line(e)}); "
+                        "use another model file") from None
+    if np.shape(keypoints) != (1, 2 * NUM_KEYPOINTS):
+        raise DataError(f"{path}: the model gives {np.shape(keypoints)} numbers for a crop, not "
+                        f"(1, {2 * NUM_KEYPOINTS}); use another model file")
+    if not np.isfinite(keypoints).all():
         raise DataError(f"{path}: the model predicts non-finite numbers (a diverged training run?); "
                         "use another model file")
 

@@ -351,8 +351,20 @@ class KeypointDetector:
 # ---------------------------------------------------------------------------------------------
 # The command line (runner.py: the loop over inputs it shares with filters.py).
 
+def command_name():
+    """How the user started this command line, for its error lines: the installed command
+    (facial-keypoints), `python -m facial_keypoints`, or detect.py from a clone (or a library call)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name == "facial_keypoints.__main__":
+        return "python -m facial_keypoints"
+    if os.path.splitext(os.path.basename(sys.argv[0] if sys.argv else ""))[0] == "facial-keypoints":
+        return "facial-keypoints"
+    return "detect.py"
+
+
 def parse_args(argv=None):
     parser = OneLineParser(
+        prog=command_name(),
         description="Find faces and their 68 keypoints in images, folders of images and videos.")
     runner.add_input_options(parser, detect_every=10)
     parser.add_argument("--json", default=None, metavar="FILE",
@@ -387,8 +399,8 @@ def build_detector(args):
 def main(argv=None):
     """Run the command line; returns the exit status (1 if any input failed)."""
     args = parse_args(argv)
-    return runner.run(args, partial(build_detector, args), runner.Action(media.draw_faces),
-                      json_path=args.json)
+    return runner.run(args, partial(build_detector, args),
+                      runner.Action(media.draw_faces, program=command_name()), json_path=args.json)
 
 
 if __name__ == "__main__":

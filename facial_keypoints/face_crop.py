@@ -5,6 +5,9 @@ deployable path never imports PyTorch. The one crop that training and detection 
     detector box (x, y, w, h) --crop_matrix--> 2x3 affine --warp_face--> square grayscale crop
 """
 
+import math
+import reprlib
+
 import cv2
 import numpy as np
 
@@ -30,6 +33,45 @@ CROP_SHIFT = HAAR_BOX_RAISE  # crop centre = box centre + CROP_SHIFT * box heigh
 # saves these in a .pt's metadata, export.py in an ONNX file's; backends.py checks them at load).
 CROP_META = ("input_size", "crop_margin", "crop_shift")
 CROP_MARGIN = 1.2            # crop side = CROP_MARGIN * max(box w, box h)
+# The values crop_meta_problem accepts: what crop_matrix and normalize_keypoints can use, and far
+# wider than any model train.py saves. A crop of 1 px has no centre to normalise around; a larger
+# one than MAX_INPUT_SIZE is a broken file, not a face crop (and the load-time probe allocates it).
+# A margin below 0.5 crops less than half the box (at 0, crop_matrix divides by zero; below, it
+# mirrors), above 4 the face is a speck of the crop; a shift beyond a box height leaves the box.
+MAX_INPUT_SIZE = 2048
+CROP_MARGIN_RANGE = (0.5, 4.0)
+CROP_SHIFT_RANGE = (-1.0, 1.0)
+MIN_BOX_SIDE = 1.0  # pixels: crop_matrix's floor for a box of no size
+
+
+def is_number(value):
+    """A finite int or float; not a bool, which Python counts as an int."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and (
+        isinstance(value, int) or math.isfinite(value))
+
+
+# crop_meta_problem's rules: each CROP_META value's test (after is_number) and its wording.
+CROP_META_RULES = {
+    "input_size": (lambda v: isinstance(v, int) and 2 <= v <= MAX_INPUT_SIZE,
+                   f"a whole number of pixels from 2 to {MAX_INPUT_SIZE}"),
+    "crop_margin": (lambda v: CROP_MARGIN_RANGE[0] <= v <= CROP_MARGIN_RANGE[1],
+                    "a number from {:g} to {:g}".format(*CROP_MARGIN_RANGE)),
+    "crop_shift": (lambda v: CROP_SHIFT_RANGE[0] <= v <= CROP_SHIFT_RANGE[1],
+                   "a number from {:g} to {:g}".format(*CROP_SHIFT_RANGE)),
+}
+
+
+def crop_meta_problem(meta):
+    """What is wrong with a model's crop metadata (CROP_META), in a few words, or None: the one
+    check that model files (.pt and ONNX) pass at load time, so that a broken value is a line
+    naming the file there and not a crash at the first face."""
+    missing = [key for key in CROP_META if key not in meta]
+    if missing:
+        return f"its metadata has no {', '.join(missing)}"
+    for key, (valid, wanted) in CROP_META_RULES.items():
+        if not (is_number(meta[key]) and valid(meta[key])):
+            return f"its metadata says {key} {reprlib.repr(meta[key])}, not {wanted}"
+    return None
 
 
 def keypoints_to_box(keypoints):
@@ -48,7 +90,8 @@ def crop_matrix(box, size, margin=CROP_MARGIN, shift=CROP_SHIFT, angle=0.0, flip
     """
     x, y, w, h = (float(v) for v in box)
     cx, cy = x + w / 2, y + h / 2 + shift * h
-    scale = size / (margin * max(w, h))
+    # a model that puts every keypoint on one point implies a box of no size: crop a pixel of it
+    scale = size / (margin * max(w, h, MIN_BOX_SIDE))
     matrix = cv2.getRotationMatrix2D((cx, cy), angle, scale)
     matrix[:, 2] += (size - 1) / 2 - np.array([cx, cy])  # box centre -> crop centre
     if flip:

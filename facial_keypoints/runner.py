@@ -59,11 +59,15 @@ def image_result(detector, item, out_path, action):
 
 def process_video(detector, outputs, item, action, detect_every=10, smooth=True):
     """Track faces through a video file or camera; one JSON record per frame. Returns the line to
-    print and the number of frames with a face. Ctrl-C stops a camera (the normal way to end it)
-    and ends the whole run on a file; what was written stays."""
+    print and the number of frames with a face. Ctrl-C (or SIGTERM) stops a camera (the normal way
+    to end it) and ends the whole run on a file; the frames written so far are kept, as a whole
+    video (media.VideoWriter)."""
     video = item.video()
     tracker = FaceTracker(detector, fps=video.fps, detect_every=detect_every, smooth=smooth)
     try:
+        if min(video.width, video.height) < 2:  # no video format holds such frames
+            raise DataError(f"{item.name}: its frames are {video.width} x {video.height} pixels, "
+                            f"too small for a face or a video")
         out_path = outputs.path_for(item.out_name, ".mp4", action.suffix)
         writer = media.VideoWriter(out_path, video.fps, video.width, video.height)
     except DataError:
@@ -74,6 +78,7 @@ def process_video(detector, outputs, item, action, detect_every=10, smooth=True)
                     unit="frame", disable=None, leave=False)
     try:
         for rgb in progress:
+            media.check_stop()
             faces = tracker(rgb)
             writer.write(action.draw(rgb, faces))
             if outputs.json:  # no --json (filters.py never has one): no record to build per frame
@@ -82,6 +87,7 @@ def process_video(detector, outputs, item, action, detect_every=10, smooth=True)
     except KeyboardInterrupt:
         if not isinstance(item.source, int):
             raise
+        media.stop_requested.clear()  # the camera's end, not the run's
     finally:
         progress.close()
         video.close()
@@ -112,8 +118,8 @@ _worker_detector = None
 
 
 def start_worker(make_detector):
-    """In each worker: one thread (the workers share the cores), Ctrl-C left to the main process,
-    then the worker's own detector."""
+    """In each worker: one thread (the workers share the cores), Ctrl-C left to the main process
+    (which stops the pool at the next input), then the worker's own detector."""
     global _worker_detector
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)
@@ -179,6 +185,7 @@ def outcomes(items, detector, outputs, action, args, pool=None):
         return item, f"{item.name}: {faces} face{'s' * (faces != 1)} -> {out_path}", faces
 
     for item in items:
+        media.check_stop()
         if isinstance(item, DataError) or item.kind != "image":
             while pending:
                 yield settle()
@@ -193,9 +200,16 @@ def outcomes(items, detector, outputs, action, args, pool=None):
             except (DataError, OSError, cv2.error) as error:
                 yield item, error, 0
         else:
-            out_path = outputs.path_for(item.out_name, action.image_ext, action.suffix)
-            future = (pool.submit(worker_image_result, item, out_path, action) if pool
-                      else done(image_result, detector, item, out_path, action))
+            try:
+                out_path = outputs.path_for(item.out_name, action.image_ext, action.suffix)
+            except media.OutputError:
+                raise
+            except DataError as error:
+                out_path, future = None, Future()
+                future.set_exception(error)
+            else:
+                future = (pool.submit(worker_image_result, item, out_path, action) if pool
+                          else done(image_result, detector, item, out_path, action))
             pending.append((item, out_path, future))
             while len(pending) > ahead:
                 yield settle()
@@ -262,38 +276,58 @@ def check_input_options(parser, args):
 
 
 def run(args, make_detector, action, json_path=None):
-    """Load, then process every input; the exit status (1 if any input failed, 130 on Ctrl-C).
-    detect.py and filters.py both end here. `make_detector` is picklable when --workers is above
-    1 (each worker calls it)."""
+    """Load, then process every input; the exit status (1 if any input failed, 130 on Ctrl-C or
+    SIGTERM). detect.py and filters.py both end here. `make_detector` is picklable when --workers
+    is above 1 (each worker calls it). Every output path is checked before the first input is read
+    (media.Outputs). Ctrl-C and SIGTERM stop the run between inputs and video frames
+    (media.stop_between_steps): the worker pool is shut down, and every file written is whole."""
+    with media.stop_between_steps():
+        try:
+            detector = make_detector()  # here too: a bad model file is one error line, before any worker
+            protected = [detector.backend_path, args.model, media.SHIPPED_MODELS]
+            outputs = media.Outputs(args.out, json_path, args.inputs, protected)
+        except (DataError, OSError) as error:
+            print(f"{action.program}: {error}", file=sys.stderr)
+            return 1
+        try:
+            status, message, started = run_outputs(args, make_detector, detector, outputs, action)
+        except BaseException:  # a bug, with its traceback: --json as it was, no temporary file left
+            outputs.close(keep=False)
+            raise
+        try:
+            outputs.close(keep=started)
+        except media.OutputError as error:
+            status, message = 1, message or str(error)
+    if message:
+        print(f"{action.program}: {message}", file=sys.stderr)
+    elif json_path:
+        print(f"keypoints: {json_path}")
+    return status
+
+
+def run_outputs(args, make_detector, detector, outputs, action):
+    """run's work once its outputs are reserved: (exit status, the error line or None, whether
+    any input was started)."""
     pool = None
     try:
-        detector = make_detector()  # here too: a bad model file is one error line, before any worker
-        model_file = detector.backend_path
-        outputs = media.Outputs(args.out, json_path, [*args.inputs, model_file])
+        media.check_stop()
         if wants_pool(args.inputs, args.workers):
             pool = worker_pool(args.workers, make_detector)
-    except (DataError, OSError) as error:
-        print(f"{action.program}: {error}", file=sys.stderr)
-        return 1
+    except OSError as error:
+        return 1, str(error), False
     except KeyboardInterrupt:
-        print(f"{action.program}: interrupted before any input was read", file=sys.stderr)
-        return 130
+        return 130, "interrupted before any input was read", False
     try:
         failures = run_inputs(args, detector, outputs, action, pool)
+        return (1 if failures else 0), None, True
     except KeyboardInterrupt:
-        print(f"{action.program}: interrupted; the files written so far are complete", file=sys.stderr)
-        return 130
+        return 130, "interrupted; the files written so far are complete", True
     except media.OutputError as error:
-        print(f"{action.program}: {error}", file=sys.stderr)
-        return 1
+        return 1, str(error), True
     except BrokenProcessPool:
-        print(f"{action.program}: a worker process died (out of memory?); try fewer --workers",
-              file=sys.stderr)
-        return 1
+        if media.stop_requested.is_set():  # the signal reached the workers too
+            return 130, "interrupted; the files written so far are complete", True
+        return 1, "a worker process died (out of memory?); try fewer --workers", True
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-        outputs.close()
-    if json_path:
-        print(f"keypoints: {json_path}")
-    return 1 if failures else 0

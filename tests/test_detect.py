@@ -538,3 +538,13 @@ def test_ctrl_c_during_a_video_ends_the_whole_run_and_keeps_what_was_written(tmp
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 2  # a complete file of the frames done
     capture.release()
     assert not (tmp_path / "out" / "after.png").exists()
+
+
+def test_the_installed_command_names_itself_in_its_errors(tmp_path, monkeypatch, capsys):
+    """`facial-keypoints` (the entry point facial_keypoints.detect:main) is not detect.py."""
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "bin" / "facial-keypoints")])
+    assert detect.main([str(tmp_path / "absent.png"), "--out", str(tmp_path / "out"), "--workers", "1"]) == 1
+    assert capsys.readouterr().err.startswith("facial-keypoints: ")
+    with pytest.raises(SystemExit):
+        detect.main(["--workers", "0"])
+    assert capsys.readouterr().err.startswith("facial-keypoints: --workers 0")

@@ -1,9 +1,11 @@
 """ONNX deployment: export.py writes a model onnxruntime runs like PyTorch, and the onnx backend of
 detect.py and evaluate.py runs the same pipeline without importing PyTorch."""
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import write_course_dataset
 from skimage import data
 
 import evaluate
@@ -43,7 +46,7 @@ def small_model(tmp_path_factory):
     crops: FKP_DATA points nowhere)."""
     tmp = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
-    options = {"widths": [4, 8, 8, 16, 16], "hidden": 32}  # a list: metadata values are JSON
+    options = {"widths": [4, 8, 8, 16, 16], "hidden": 32, "head": "regression"}  # lists: metadata is JSON
     meta = {"arch": "net", "input_size": 48, "model_options": options, "crop_margin": 1.3,
             "crop_shift": 0.1, "pixel_scale": "gray / 255", "val_nme": None}
     pt, onnx_path = str(tmp / "small.pt"), str(tmp / "out" / "small.onnx")
@@ -81,15 +84,37 @@ def test_exported_model_takes_any_batch_size_and_matches_pytorch(small_model):
 
 
 def test_export_replaces_nothing_when_the_backends_disagree(small_model, tmp_path, monkeypatch):
-    pt = small_model[0]
+    pt, previous = small_model[0], small_model[1]
     out = tmp_path / "m.onnx"
-    out.write_bytes(b"the previous export")
+    shutil.copy(previous, out)
     monkeypatch.setenv("FKP_DATA", str(tmp_path / "nowhere"))
     monkeypatch.setattr(export, "max_difference", lambda *args: 0.5)
     with pytest.raises(SystemExit) as exit_info:
         export.main(["--model", pt, "--out", str(out), "--crops", "2"])
     assert "differ" in str(exit_info.value) and "\n" not in str(exit_info.value)
-    assert out.read_bytes() == b"the previous export" and sorted(os.listdir(tmp_path)) == ["m.onnx"]
+    assert out.read_bytes() == open(previous, "rb").read() and sorted(os.listdir(tmp_path)) == ["m.onnx"]
+
+
+def test_an_int8_copy_that_cannot_be_written_is_one_line_and_keeps_the_old_one(small_model, tmp_path,
+                                                                                monkeypatch):
+    """A full disk when the int8 copy is written: the float export stands, the old copy stays."""
+    pt, previous = small_model[0], small_model[1]
+    out, int8 = tmp_path / "m.onnx", tmp_path / "m.int8.onnx"
+    shutil.copy(previous, int8)
+    write_course_dataset(str(tmp_path / "data"), n_train=4)
+    monkeypatch.setenv("FKP_DATA", str(tmp_path / "data"))
+
+    def disk_full(float_path, path, calibration):
+        open(path, "wb").close()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    monkeypatch.setattr(export, "quantize_int8", disk_full)
+    with pytest.raises(SystemExit) as exit_info:
+        export.main(["--model", pt, "--out", str(out), "--crops", "2", "--int8-crops", "2"])
+    assert str(exit_info.value) == (f"export.py: {int8}: cannot write it (No space left on device); "
+                                    f"{out} was written, the int8 copy was not")
+    assert int8.read_bytes() == open(previous, "rb").read() and out.exists()
+    assert sorted(os.listdir(tmp_path)) == ["data", "m.int8.onnx", "m.onnx"]
 
 
 def test_export_of_a_bad_model_file_is_a_one_line_error(tmp_path):

@@ -180,7 +180,8 @@ def test_export_refuses_to_write_over_its_own_model(tmp_path):
     model.write_bytes(open(shipped, "rb").read())
     before = sha256(model)
     result = run_script("export.py", "--model", "m.pt", "--out", "m.pt", cwd=tmp_path)
-    assert result.returncode == 2 and "--out m.pt is the PyTorch model itself" in result.stderr
+    lines = result.stderr.splitlines()  # the wording is media.reserve_output's
+    assert result.returncode == 2 and len(lines) == 1 and "--out m.pt" in lines[0], result.stderr
     assert sha256(model) == before
 
 
@@ -220,3 +221,115 @@ def test_json_never_replaces_a_file_that_is_not_json_lines(tmp_path):
         if path.name == "empty.jsonl":
             path.write_text("")
         media.Outputs(str(tmp_path / "out"), str(path)).close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 30: outputs reserved up front and written whole.
+
+def test_reserve_output_refuses_inputs_protected_files_and_images_by_name(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"weights")
+    refusals = [
+        (dict(path=photos / "k.jsonl", inputs=[str(photos)]), "is inside the input folder"),
+        (dict(path=model, inputs=[str(model)]), "is one of the inputs"),
+        (dict(path=model, protected=[str(model)]), "which this run must leave as it is"),
+        (dict(path=os.path.join(media.SHIPPED_MODELS, "new.jsonl"), protected=[media.SHIPPED_MODELS]),
+         "saved_models, which this run must leave as it is"),
+        (dict(path=tmp_path / "out" / "face.png", json_lines=True), "a name for an image or a video"),
+        (dict(path=model, json_lines=True), "not a JSON Lines file"),
+        (dict(path=model / "k.jsonl"), "is a file, not a folder"),
+        (dict(path=photos), "is a folder"),
+    ]
+    for arguments, message in refusals:
+        arguments["path"] = str(arguments["path"])
+        with pytest.raises(media.OutputError, match=message) as error:
+            media.reserve_output("--json", **arguments)
+        assert str(error.value).startswith(f"--json {arguments['path']}") and "\n" not in str(error.value)
+    assert not os.path.exists(os.path.join(media.SHIPPED_MODELS, "new.jsonl"))
+    assert model.read_bytes() == b"weights"
+    ok = str(tmp_path / "new" / "k.jsonl")
+    assert media.reserve_output("--json", ok, inputs=[str(photos), 0, None], protected=[str(model)],
+                                json_lines=True) == ok
+    assert media.reserve_output("--json", "/dev/null", json_lines=True) == "/dev/null"
+
+
+def test_json_lines_replace_the_target_whole_at_close_and_keep_it_on_a_stop(tmp_path):
+    """Records reach the target only at close, whole; a run stopped before its first input
+    leaves the target as it was; the new file has the mode a plain open() gives."""
+    target = tmp_path / "k.jsonl"
+    target.write_text('{"image": "old.jpg", "faces": []}\n')
+    os.chmod(target, 0o644)
+    before = target.read_bytes()
+    out = media.JsonLinesFile("--json", str(target))
+    out.write({"image": "new.jpg", "faces": []})
+    assert target.read_bytes() == before
+    os.write(out.fd, b'{"image": "cut sho')  # a record a full disk cut short: never counted whole
+    out.close()
+    assert target.read_text() == '{"image": "new.jpg", "faces": []}\n'
+    assert oct(target.stat().st_mode & 0o777) == "0o644"
+    assert [p.name for p in tmp_path.iterdir()] == ["k.jsonl"]
+
+    unstarted = media.JsonLinesFile("--json", str(target))
+    unstarted.write({"image": "never.jpg", "faces": []})
+    unstarted.close(keep=False)
+    fresh = media.JsonLinesFile("--json", str(tmp_path / "fresh.jsonl"))
+    fresh.close(keep=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.jsonl"]
+
+
+def test_a_second_run_on_the_same_json_lines_file_is_refused(tmp_path):
+    target = str(tmp_path / "k.jsonl")
+    first = media.JsonLinesFile("--json", target)
+    with pytest.raises(media.OutputError, match="another run is writing this file"):
+        media.JsonLinesFile("--json", target)
+    first.write({"image": "a.jpg", "faces": []})
+    first.close()
+    second = media.JsonLinesFile("--json", target)  # the lock went with the first run
+    second.close()
+    assert open(target).read() == ""
+
+
+def test_write_image_blames_a_too_long_name_on_its_input_and_leaves_nothing(tmp_path):
+    image = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(DataError, match="file name too long") as error:
+        media.write_image(str(tmp_path / ("n" * 300 + ".png")), image)
+    assert not isinstance(error.value, media.OutputError)  # the run goes on with the next input
+    media.write_image(str(tmp_path / "ok.png"), image)
+    assert cv2.imread(str(tmp_path / "ok.png")).shape == (8, 8, 3)
+    assert os.listdir(tmp_path) == ["ok.png"]
+
+
+def test_a_video_is_under_its_name_only_once_whole(tmp_path):
+    path = tmp_path / "clip.mp4"
+    writer = media.VideoWriter(str(path), 10, 32, 24)
+    for _ in range(3):
+        writer.write(np.zeros((24, 32, 3), np.uint8))
+    assert not path.exists()
+    writer.close()
+    assert media.readable_video(str(path)) and os.listdir(tmp_path) == ["clip.mp4"]
+    empty = media.VideoWriter(str(tmp_path / "empty.mp4"), 10, 32, 24)
+    empty.close()  # nothing written: no file
+    assert os.listdir(tmp_path) == ["clip.mp4"]
+
+
+def test_image_size_drops_pillows_corrupt_exif_warning(tmp_path, recwarn):
+    path = tmp_path / "face.jpg"
+    jpeg = cv2.imencode(".jpg", np.zeros((16, 16, 3), np.uint8))[1].tobytes()
+    exif = b"Exif\0\0II*\0" + struct.pack("<IH", 8, 5) + b"\x01\x02" * 3  # 5 entries claimed, 0 held
+    path.write_bytes(jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + jpeg[2:])
+    assert media.image_size(str(path)) == (16, 16)
+    assert load_image(str(path)).shape == (16, 16, 3)
+    assert not [w for w in recwarn if "EXIF" in str(w.message)]
+
+
+def test_a_stop_request_ends_with_its_block():
+    """A Ctrl-C that stopped one run is not waiting for the next check_stop outside any run (a
+    library call such as filters.filter_video checks between frames)."""
+    import signal
+    with media.stop_between_steps():
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(KeyboardInterrupt):
+            media.check_stop()
+    media.check_stop()

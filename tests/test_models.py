@@ -1,10 +1,20 @@
-"""The networks' output heads: the integral head reads keypoints off its maps; the course's
-fully-connected head keeps its layers, so older model files still load."""
+"""Net's layers and output heads: the course's layer names, the integral head reading keypoints
+off its maps, and model files saved with the older layer names still loading."""
 
 import pytest
 import torch
 
-from models import NUM_KEYPOINTS, Net, build_model, inference_copy, integral_keypoints
+from models import (
+    HEADS,
+    NUM_KEYPOINTS,
+    OLD_HEAD_LAYERS,
+    OLD_NET_LAYERS,
+    Net,
+    build_model,
+    inference_copy,
+    integral_keypoints,
+    load_model,
+)
 
 SIZE, GRID = 112, 7
 HALF = (SIZE - 1) / 2
@@ -39,7 +49,7 @@ def test_integral_net_returns_keypoints_in_training_too():
     out = model(crops)
     assert out.shape == (2, 2 * NUM_KEYPOINTS)
     out.sum().backward()                                # a coordinate loss reaches the scores
-    assert model.head.weight.grad.abs().sum() > 0
+    assert model.keypoint_maps.weight.grad.abs().sum() > 0
 
 
 def test_integral_net_fused_for_inference_predicts_the_same():
@@ -53,11 +63,39 @@ def test_integral_net_fused_for_inference_predicts_the_same():
     assert keypoints.shape == (2, 2 * NUM_KEYPOINTS) and torch.allclose(fused, keypoints, atol=1e-4)
 
 
-def test_regression_net_keeps_its_layers():
-    # Older model files' state_dict keys: Net's default head is the course's fully-connected one.
+def test_net_has_the_course_layer_names_and_the_integral_head_by_default():
     keys = set(Net().state_dict())
-    assert {"head.1.weight", "head.4.weight", "features.21.weight"} <= keys
-    assert Net().eval()(torch.zeros(1, 1, SIZE, SIZE)).shape == (1, 2 * NUM_KEYPOINTS)
+    assert {"conv1.weight", "bn1.running_mean", "conv7.weight", "bn7.weight", "keypoint_maps.weight"} <= keys
+    assert not any(key.startswith(("features.", "head.", "fc")) for key in keys)
+    assert {"fc1.weight", "fc2.weight"} <= set(Net(head="regression").state_dict())
+    for head in HEADS:
+        assert Net(head=head).eval()(torch.zeros(1, 1, SIZE, SIZE)).shape == (1, 2 * NUM_KEYPOINTS)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_model_files_with_the_old_layer_names_still_load(tmp_path, head):
+    # Before the course's names, Net was one nn.Sequential `features` and a `head`; files saved
+    # then (the regression ones without a head in their options) load with the same outputs.
+    torch.manual_seed(0)
+    model = Net(head=head).eval()
+    old_names = {new: old for old, new in {**OLD_NET_LAYERS, **OLD_HEAD_LAYERS[head]}.items()}
+    old_state = {}
+    for key, value in model.state_dict().items():
+        layer, _, tensor = key.rpartition(".")
+        old_state[f"{old_names[layer]}.{tensor}"] = value
+    assert any(key.startswith("features.20.") for key in old_state)
+    options = {"head": head} if head == "integral" else {}
+    meta = dict(arch="net", input_size=SIZE, crop_margin=1.2, crop_shift=0.157, model_options=options)
+    torch.save({"state_dict": old_state, "meta": meta}, tmp_path / "old.pt")
+    loaded, _ = load_model(str(tmp_path / "old.pt"))
+    crops = torch.rand(2, 1, SIZE, SIZE)
+    assert loaded.head_type == head and torch.equal(loaded(crops), model(crops))
+
+
+def test_too_small_an_input_is_a_one_line_error():
+    with pytest.raises(ValueError, match="leaves no feature map"):
+        build_model("net", 8)
+    assert build_model("net", 16).eval()(torch.zeros(1, 1, 16, 16)).shape == (1, 2 * NUM_KEYPOINTS)
 
 
 def test_unknown_head_is_a_one_line_error():

@@ -126,7 +126,7 @@ def test_shape_and_augment_options_reach_the_saved_model(tiny_data, tmp_path):
     assert meta["model_options"] == {"widths": [8, 8, 16, 16, 32], "hidden": 24, "head": "regression"}
     assert meta["command"] == shlex.join(["python", "train.py", *args]) + \
         f"  # max_steps=1, net_options={net_options!r}"                 # settings: after a comment
-    assert model.features[0].weight.shape[0] == 8
+    assert model.conv1.weight.shape[0] == 8
     assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in Net(48).parameters())
     train_set, _ = train.build_datasets(train.parse_args(args))
     assert train_set.transform.rotation == 5.0
@@ -312,7 +312,7 @@ def test_model_file_checks(tmp_path):
         load_model(path)
     diverged = Net()
     with torch.no_grad():
-        diverged.features[0].weight[0, 0, 0, 0] = float("inf")
+        diverged.conv1.weight[0, 0, 0, 0] = float("inf")
     save_model(diverged, path, meta)
     with pytest.raises(ModelFileError, match="non-finite weights"):
         load_model(path)

@@ -166,11 +166,13 @@ def test_export_writes_an_int8_copy_beside_the_onnx_file(training_faces, tmp_pat
 
 def test_export_keeps_the_old_int8_copy_if_the_new_one_loses_accuracy(training_faces, tmp_path, monkeypatch):
     out = tmp_path / "m.onnx"
-    (tmp_path / "m.int8.onnx").write_bytes(b"the old copy")
+    with open(backends.DEFAULT_INT8_MODEL, "rb") as f:  # an ONNX model: what --out may replace
+        old_copy = f.read()
+    (tmp_path / "m.int8.onnx").write_bytes(old_copy)
     monkeypatch.setattr(export, "INT8_TOLERANCE", -1.0)  # no int8 copy can pass
     with torch.random.fork_rng(), pytest.raises(SystemExit, match="not written"):
         export.main(["--model", backends.DEFAULT_MODEL, "--out", str(out), "--crops", "4"])
-    assert (tmp_path / "m.int8.onnx").read_bytes() == b"the old copy"
+    assert (tmp_path / "m.int8.onnx").read_bytes() == old_copy
     assert sorted(os.listdir(tmp_path)) == ["data", "m.int8.onnx", "m.onnx"]
 
 
