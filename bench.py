@@ -62,7 +62,15 @@ from dlib_baseline import DLIB_UPSAMPLE, DlibPipeline, fit_dlib_offsets
 from evaluate import subset_csv
 from facial_keypoints.backends import DEFAULT_MODEL
 from facial_keypoints.detect import KeypointDetector
-from facial_keypoints.media import DataError, OneLineParser, data_path, unseen_people
+from facial_keypoints.media import (
+    SHIPPED_MODELS,
+    DataError,
+    OneLineParser,
+    data_dir,
+    data_path,
+    reserve_file_output,
+    unseen_people,
+)
 from metrics import format_summary
 from models import ModelFileError
 
@@ -392,7 +400,21 @@ def parse_args(argv=None):
     partial = os.path.join("outputs", "bench")
     args.out = args.out or (os.path.join(partial, "BENCHMARKS.md") if args.limit else REPORT)
     args.plot = args.plot or (os.path.join(partial, "bench_ced.png") if args.limit else REPORT_PLOT)
+    try:  # refused now, not after the hour of measurements: the report is renamed over --out
+        reserve_file_output("--out", args.out, holds_report, "a report (Markdown, a # heading first)",
+                            [data_dir()], [args.model, SHIPPED_MODELS])
+    except DataError as e:
+        parser.error(str(e))
     return args
+
+
+def holds_report(path):
+    """Whether an existing --out is a report bench.py may replace: its first line a Markdown heading."""
+    try:
+        with open(path, "rb") as f:
+            return f.readline(1000).startswith(b"#")
+    except OSError:
+        return False
 
 
 def run(args, command):

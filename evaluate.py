@@ -40,6 +40,7 @@ from facial_keypoints.media import (
     check_stop,
     data_dir,
     data_path,
+    holds_plot,
     identity_of,
     load_image,
     read_keypoints_csv,
@@ -100,14 +101,15 @@ def plot_format_problem(path):
 
 def reserve_plot(parser, args):
     """Refuse, before any work, a --plot that matplotlib cannot write, that names what the run
-    reads (the CSV, the images, the dataset, the model, the shipped models), a folder or a device
-    (the plot is renamed over it), or lies in a folder that cannot be written."""
+    reads (the CSV, the images, the dataset, the model, the shipped models), a folder, a device or
+    an existing file that is not a plot (media.holds_plot: a photo; the plot is renamed over it),
+    or lies in a folder that cannot be written."""
     problem = plot_format_problem(args.plot)
     if problem:
         parser.error(problem)
     dataset = [] if args.csv and args.images else [data_dir()]
     try:
-        reserve_file_output("--plot", args.plot, os.path.isfile, "a plot", [args.csv, args.images, *dataset],
+        reserve_file_output("--plot", args.plot, holds_plot, "a plot", [args.csv, args.images, *dataset],
                             [args.model, SHIPPED_MODELS])
     except DataError as e:
         parser.error(str(e))

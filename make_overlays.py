@@ -16,11 +16,14 @@ course's part of Notebook 4.
 
 import argparse
 import os
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
 import cv2
 import numpy as np
+
+from facial_keypoints import media
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 IMAGES_DIR = os.path.join(HERE, "images")
@@ -233,9 +236,10 @@ def draw_overlay(name):
 
 
 def save_overlay(overlay, folder=IMAGES_DIR):
+    """folder/<name>.png, written whole (media.write_image): a failed write leaves the old PNG."""
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, overlay.name + ".png")
-    cv2.imwrite(path, cv2.cvtColor(overlay.rgba, cv2.COLOR_RGBA2BGRA))
+    media.write_image(path, cv2.cvtColor(overlay.rgba, cv2.COLOR_RGBA2BGRA))
     return path
 
 
@@ -245,7 +249,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     for name in DRAWINGS:
         overlay = draw_overlay(name)
-        path = save_overlay(overlay, args.out)
+        try:
+            path = save_overlay(overlay, args.out)
+        except (media.DataError, OSError) as e:  # a full disk, a folder that cannot be made
+            sys.exit(f"make_overlays.py: {e}")
         anchors = ", ".join(f"{i}@({x:.0f},{y:.0f})"
                             for i, (x, y) in zip(overlay.indices, overlay.anchors, strict=True))
         height, width = overlay.rgba.shape[:2]

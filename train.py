@@ -573,7 +573,7 @@ def reserve_outputs(args):
     inputs, protected = [args.data], [args.init, media.SHIPPED_MODELS]
     media.reserve_file_output("--out", args.out, zipfile.is_zipfile, "a model file", inputs, protected)
     media.reserve_file_output("--out", args.checkpoint, os.path.isfile, "a checkpoint", inputs, protected)
-    media.reserve_file_output("--out", curves_path(args.out), os.path.isfile, "a plot", inputs, protected)
+    media.reserve_file_output("--out", curves_path(args.out), media.holds_plot, "a plot", inputs, protected)
 
 
 def kept(run):

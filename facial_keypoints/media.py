@@ -53,12 +53,20 @@ stop_requested = threading.Event()
 
 @contextmanager
 def stop_between_steps():
-    """Inside the block, Ctrl-C and SIGTERM only set stop_requested, and the loop stops at its next
-    check_stop, where nothing is half written. An interrupt raised wherever it lands could fall
-    inside a save, or inside a finaliser, where Python drops it and the loop goes on."""
+    """Inside the block, the first Ctrl-C or SIGTERM only sets stop_requested, and the loop stops at
+    its next check_stop, where nothing is half written. An interrupt raised wherever it lands could
+    fall inside a save, or inside a finaliser, where Python drops it and the loop goes on. The
+    first signal puts the previous handlers back: a second one interrupts at once (a run that
+    checks for none while it loads a model or caches its data)."""
     stop_requested.clear()
     signals = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
-    previous = {s: signal.signal(s, lambda signum, frame: stop_requested.set()) for s in signals}
+
+    def stop(signum, frame):
+        stop_requested.set()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+    previous = {s: signal.signal(s, stop) for s in signals}
     try:
         yield
     finally:
@@ -570,8 +578,9 @@ def check_writable(option, path):
     if os.path.isdir(path):
         raise DataError(f"{option} {path} is a folder; give the name of a file (in it, or elsewhere)")
     folder = os.path.dirname(path) or "."
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise DataError(f"{option} {path}: {folder} is a file, not a folder; pick another {option}")
+    existing = nearest_existing(folder)
+    if not os.path.isdir(existing):
+        raise DataError(f"{option} {path}: {existing} is a file, not a folder; pick another {option}")
     try:
         os.makedirs(folder, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder):
@@ -584,19 +593,28 @@ def check_writable(option, path):
 def write_image(path, bgr):
     """Write an output image. A name too long for the file system, or an image the format cannot
     hold, is a DataError (that input fails, the run goes on); anything else is an OutputError: the
-    output folder is at fault (full disk, no permission), so the run stops. Nothing half written
-    stays. Encoded here and written by Python, so that a failure comes with its reason."""
+    output folder is at fault (full disk, no permission), so the run stops. Written to a temporary
+    file beside `path` and renamed over it: nothing half written stays, and a failure leaves an
+    earlier file of that name as it was. Encoded here and written by Python, so that a failure
+    comes with its reason."""
     try:
         ok, encoded = cv2.imencode(os.path.splitext(path)[1], bgr)
     except cv2.error:
         ok = False
     if not ok:
         raise DataError(f"{path}: OpenCV cannot write this image in that format")
+    folder, name = os.path.split(path)
+    stem, ext = os.path.splitext(name)
+    temp = None
     try:
-        with open(path, "wb") as f:
+        fd, temp = tempfile.mkstemp(dir=folder or ".", prefix=f".{stem[:100]}.", suffix=ext)
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(fd, new_file_mode())
             f.write(encoded)
+        os.replace(temp, path)
     except OSError as e:
-        remove_quietly(path)
+        if temp is not None:
+            remove_quietly(temp)
         raise output_failure(path, "the image", e) from None
 
 
@@ -629,17 +647,22 @@ def check_out_folder(option, folder):
     created (OutputError); it is created later, by the first output."""
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise OutputError(f"{folder}: is a file; {option} takes a folder")
-    existing = folder
-    while not os.path.exists(existing):
-        parent = os.path.dirname(existing) or "."
-        if parent == existing:
-            break
-        existing = parent
+    existing = nearest_existing(folder)
     if not os.path.isdir(existing):
         raise OutputError(f"{option} {folder}: {existing} is a file, not a folder; choose another {option}")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError(f"{option} {folder}: cannot create or write in {existing} (no permission, or a "
                           f"read-only file system); choose another {option}")
+
+
+def nearest_existing(path):
+    """`path` if it exists, else its nearest existing parent (a file: the path lies under it)."""
+    while not os.path.exists(path):
+        parent = os.path.dirname(path) or "."
+        if parent == path:
+            break
+        path = parent
+    return path
 
 
 def same_file(path, other):
@@ -671,6 +694,22 @@ def holds_json_lines(path):
         return False
 
 
+def holds_plot(path):
+    """True for a file matplotlib wrote: its PNG, SVG, PS and EPS files name it ("Matplotlib") in
+    their first 4096 bytes, its PDF files in the information dictionary at their end. A file that
+    does not (a photo, or a plot in a format that cannot say who wrote it: JPEG, TIFF, WebP) is not
+    ours to replace."""
+    try:
+        with open(path, "rb") as f:
+            found = f.read(4096)
+            if found.startswith(b"%PDF"):
+                f.seek(max(0, os.fstat(f.fileno()).st_size - 65536))
+                found = f.read()
+    except OSError:
+        return False
+    return b"Matplotlib" in found
+
+
 class JsonLinesFile:
     """A JSON Lines output (--json), one record per write, that replaces `path` as a whole.
 
@@ -690,8 +729,9 @@ class JsonLinesFile:
             return
         self.lock = lock_output(option, path, self.target)
         try:
-            self.fd, self.temp = tempfile.mkstemp(dir=os.path.dirname(self.target),
-                                                  prefix=f".{os.path.basename(self.target)}.", suffix=".tmp")
+            # the name shortened: the whole of a legal name, with mkstemp's 14 characters, may be too long
+            self.fd, self.temp = tempfile.mkstemp(dir=os.path.dirname(self.target), suffix=".tmp",
+                                                  prefix=f".{os.path.basename(self.target)[:100]}.")
             os.fchmod(self.fd, os.fstat(self.lock).st_mode & 0o777)  # the target's, not mkstemp's 0600
         except OSError as e:
             os.close(self.lock)

@@ -119,7 +119,9 @@ _worker_detector = None
 
 def start_worker(make_detector):
     """In each worker: one thread (the workers share the cores), Ctrl-C left to the main process
-    (which stops the pool at the next input), then the worker's own detector."""
+    (which stops the pool at the next input), then the worker's own detector. SIGTERM keeps its
+    default, so that shutting the pool down ends the workers; one ended inside a write leaves no
+    file under the output's name (media.write_image writes beside it, then renames)."""
     global _worker_detector
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)

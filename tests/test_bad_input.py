@@ -331,6 +331,66 @@ def handles(signum):
     return ready
 
 
+def has_workers(tmp):
+    """interrupt_after: once the command (its pid in {tmp}/pid) has started a worker process, one
+    that is not multiprocessing's resource tracker, so that the no-orphan check has one to find."""
+    pid = int((tmp / "pid").read_text()) if (tmp / "pid").exists() else None
+    for child in descendants(pid) if pid else ():
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                if b"resource_tracker" not in f.read():
+                    return True
+        except OSError:
+            continue  # gone meanwhile
+    return False
+
+
+def video_frame_written(tmp):
+    """interrupt_after: once the video's temporary file (out/.clip.*.mp4) exists and the JSON Lines'
+    temporary file (.k.jsonl.*.tmp) holds a record of one of its frames, written after the frame."""
+    if not any((tmp / "out").glob(".clip.*.mp4")):
+        return False
+    for path in tmp.glob(".k.jsonl.*.tmp"):
+        try:
+            if '"frame": ' in path.read_text():
+                return True
+        except OSError:
+            continue  # renamed meanwhile
+    return False
+
+
+def exists(relative):
+    def check(tmp):
+        assert (tmp / relative).exists(), f"{relative} was not kept"
+    return check
+
+
+def old_plot(relative):
+    """A setup: an earlier run's plot at {tmp}/relative, as matplotlib writes one (it may be replaced)."""
+    def setup(tmp):
+        from matplotlib.figure import Figure
+        Figure(figsize=(1, 1)).savefig(tmp / relative)
+    return setup
+
+
+repository_files = {}  # path -> its bytes, kept by guard()
+
+
+def guard(path):
+    """A (setup, cleanup) pair for a row that names a file of the repository: should the run replace
+    it (the row fails), the cleanup puts it back, so the rest of the suite is not broken with it."""
+    def setup(tmp):
+        with open(path, "rb") as f:
+            repository_files[path] = f.read()
+
+    def cleanup(tmp):
+        saved = repository_files.pop(path, None)
+        if saved is not None and (not os.path.isfile(path) or open(path, "rb").read() != saved):
+            with open(path, "wb") as f:
+                f.write(saved)
+    return setup, cleanup
+
+
 # ---------------------------------------------------------------------------------------------
 # train.py: options, output paths, the data, divergence, --init, checkpoints, saves, Ctrl-C.
 
@@ -436,6 +496,9 @@ CASES = [
     train_case("out-under-a-file", ["--out", "{tmp}/model.pt/x.pt"], 1, "model.pt is a file, not a folder"),
     Case("train-out-is-a-photo", [*TRAIN, "--data", "{tmp}/data", "--out", "{tmp}/face.png"], 1,
          "is not a model file", ["face.png"], face_png),
+    Case("train-curves-are-a-photo", [*TRAIN, "--data", "{tmp}/data", "--out", "{tmp}/x.pt"], 1,
+         "x_curves.png: exists and is not a plot", ["x_curves.png"],
+         lambda tmp: face_png(tmp, "x_curves.png"), check=absent("x.pt", "x.pt.ckpt")),
     Case("train-out-is-the-init-model",
          [*TRAIN, "--data", "{tmp}/data", "--init", "{tmp}/model.pt", "--out", "{tmp}/model.pt"], 1,
          "choose another --out", ["model.pt"], pt_model()),
@@ -478,6 +541,8 @@ CASES = [
     # Ctrl-C: the checkpoint of the last whole epoch stays, --out is untouched.
     train_case("ctrl-c", ["--epochs", "5000"], 130, "interrupted after epoch", interrupt_after="epoch   1/",
                check=checkpoint_intact),
+    train_case("sigterm", ["--epochs", "5000"], 130, "interrupted after epoch", interrupt_after="epoch   1/",
+               interrupt=signal.SIGTERM, check=checkpoint_intact),
 ]
 
 
@@ -488,6 +553,9 @@ CASES = [
 
 ONNX = ["--backend", "onnx"]
 SHIPPED = os.path.join(ROOT, "facial_keypoints", "saved_models")
+SHIPPED_PT = os.path.join(SHIPPED, "keypoints_model.pt")
+SHIPPED_PT_AS_TYPED = os.path.relpath(SHIPPED_PT, ROOT)  # facial_keypoints/saved_models/keypoints_model.pt
+GUARD_SHIPPED_PT = guard(SHIPPED_PT)
 LONG_OUT = "{tmp}/" + "/".join(["d" * 240] * 16)  # a folder whose files' paths near PATH_MAX
 LONG_NAME = "n" * 200 + ".png"
 OLD_JSON = '{"image": "a.jpg", "faces": []}\n'  # an earlier run's JSON Lines
@@ -585,6 +653,13 @@ CASES += [
     # an output image, not a file another run is writing.
     detect_case("detect-json-is-the-input", ["--json", "{tmp}/face.png"], 1,
                 "face.png: is one of the inputs"),
+    detect_case("detect-json-is-the-model-in-use", ["--json", "{tmp}/model.pt"], 1,
+                "model.pt, which this run must leave as it is", unchanged=["model.pt"]),
+    # the default model: its int8 ONNX copy is loaded, and the .pt beside it is kept all the same
+    Case("detect-json-is-the-shipped-pt",
+         ["detect.py", "{tmp}/face.png", "--out", "{tmp}/out", "--json", SHIPPED_PT_AS_TYPED], 1,
+         "saved_models, which this run must leave as it is", ["face.png", SHIPPED_PT],
+         steps(face_png, GUARD_SHIPPED_PT[0]), cleanup=GUARD_SHIPPED_PT[1]),
     detect_case("detect-json-in-the-shipped-models", ["--json", f"{SHIPPED}/k.jsonl"], 1,
                 "saved_models/k.jsonl: is inside", check=absent(f"{SHIPPED}/k.jsonl"),
                 cleanup=remove_stray(f"{SHIPPED}/k.jsonl")),
@@ -609,6 +684,11 @@ CASES += [
     detect_case("detect-image-disk-full", ["--out", "{tmp}/full"], 1,
                 "face.png: cannot write the image (No space left on device)", setup=full_disk(free_pages=0),
                 check=absent("full/face.png"), cleanup=unmount("full")),
+    detect_case("detect-image-disk-full-keeps-the-earlier-image", ["--out", "{tmp}/disk/out"], 1,
+                "disk/out/face.png: cannot write the image (No space left on device)",
+                steps(small_disk, lambda tmp: (tmp / "disk" / "out").mkdir(),
+                      write("disk/out/face.png", "an earlier run's image"), fill_disk),
+                ["disk/out/face.png"], check=no_temporary_file_in("disk/out"), cleanup=unmount("disk")),
     detect_case("detect-output-name-too-long", ["--out", LONG_OUT], 1, "file name too long",
                 inputs=[f"{{tmp}}/{LONG_NAME}", "{tmp}/face2.png"],
                 setup=lambda tmp: (face_png(tmp, LONG_NAME), face_png(tmp, "face2.png")),
@@ -616,8 +696,8 @@ CASES += [
     # SIGTERM as Ctrl-C: videos and JSON Lines whole, the worker pool shut down.
     detect_case("detect-sigterm-in-a-video", ["--json", "{tmp}/k.jsonl", "--detect-every", "1"], 130,
                 "interrupted", inputs=["{tmp}/clip.avi"], setup=write_video,
-                interrupt_after=output_appears("face.png"), interrupt=signal.SIGTERM,
-                check=nothing_half_written("out", "k.jsonl")),
+                interrupt_after=video_frame_written, interrupt=signal.SIGTERM,
+                check=steps(exists("out/clip.mp4"), nothing_half_written("out", "k.jsonl"))),
     Case("filters-sigterm-in-a-video",  # the video alone: the tiny model finds no face to filter
          ["filters.py", "{tmp}/clip.avi", "--out", "{tmp}/out", "--model", "{tmp}/model.pt",
           "--detect-every", "1"],
@@ -667,11 +747,14 @@ CASES += [
                   "choose another --plot", check=absent("data/test/ced.png")),
     evaluate_case("evaluate-plot-disk-full", ["--protocol", "labelled-box", "--plot", "{tmp}/disk/ced.png"],
                   1, "disk/ced.png: cannot write it (No space left on device)",
-                  steps(small_disk, write("disk/ced.png", "the previous plot"), fill_disk), ["disk/ced.png"],
+                  steps(small_disk, old_plot("disk/ced.png"), fill_disk), ["disk/ced.png"],
                   check=no_temporary_file_in("disk"), cleanup=unmount("disk")),
     evaluate_case("evaluate-sigterm", ["--plot", "{tmp}/ced.png"], 130, "interrupted",
-                  write("ced.png", "the previous plot"), ["ced.png"], interrupt_after=handles(signal.SIGTERM),
+                  old_plot("ced.png"), ["ced.png"], interrupt_after=handles(signal.SIGTERM),
                   interrupt=signal.SIGTERM),
+    evaluate_case("evaluate-plot-is-a-photo", ["--plot", "{tmp}/photo.png"], 2,
+                  "photo.png: exists and is not a plot", lambda tmp: face_png(tmp, "photo.png"),
+                  ["photo.png"]),
 ]
 
 
@@ -736,15 +819,19 @@ CASES += [
                  argv=[*CLUSTER[:-1], "{tmp}/disk/k.jsonl"], unchanged=["disk/k.jsonl"],
                  check=no_temporary_file_in("disk"), cleanup=unmount("disk")),
     cluster_case("cluster-sigterm", ["--workers", "1"], 130, "interrupted; ",
-                 interrupt_after=handles(signal.SIGTERM), interrupt=signal.SIGTERM,
-                 check=no_temporary_file_in(".")),
+                 interrupt_after=lambda tmp: handles(signal.SIGTERM)(tmp) and has_workers(tmp),
+                 interrupt=signal.SIGTERM, check=no_temporary_file_in(".")),
 ]
 
 
 # ---------------------------------------------------------------------------------------------
-# The rest: the command's own name in its lines.
+# The rest: bench.py's --out, the command's own name in its lines.
 
 CASES += [
+    # refused at once, before the hour of measurements
+    Case("bench-out-is-the-shipped-model", ["bench.py", "--out", SHIPPED_PT_AS_TYPED], 2,
+         "saved_models, which this run must leave as it is", [SHIPPED_PT], GUARD_SHIPPED_PT[0],
+         cleanup=GUARD_SHIPPED_PT[1], seconds=30),
     Case("python-m-names-itself", ["-m", "facial_keypoints", "{tmp}/absent.png", "--out", "{tmp}/out"], 1,
          "python -m facial_keypoints: "),
 ]

@@ -333,3 +333,44 @@ def test_a_stop_request_ends_with_its_block():
         with pytest.raises(KeyboardInterrupt):
             media.check_stop()
     media.check_stop()
+
+
+def test_a_second_signal_interrupts_at_once():
+    """The first Ctrl-C or SIGTERM waits for check_stop and puts the previous handlers back: a second
+    one reaches them at once (a run stuck loading a model or caching data stops without SIGKILL)."""
+    import signal
+    reached = []
+    saved = {s: signal.signal(s, lambda signum, frame: reached.append(signum))
+             for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for first, second in ((signal.SIGTERM, signal.SIGINT), (signal.SIGINT, signal.SIGINT)):
+            reached.clear()
+            with media.stop_between_steps():
+                os.kill(os.getpid(), first)
+                assert reached == []  # noted only
+                os.kill(os.getpid(), second)
+                assert reached == [second]
+                with pytest.raises(KeyboardInterrupt):
+                    media.check_stop()
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
+def test_json_lines_take_a_name_as_long_as_the_file_system_allows(tmp_path):
+    target = tmp_path / ("k" * 244 + ".jsonl")  # 250 characters: legal (255), too long with mkstemp's 14 more
+    out = media.JsonLinesFile("--json", str(target))
+    out.write({"image": "a.jpg", "faces": []})
+    out.close()
+    assert target.read_text() == '{"image": "a.jpg", "faces": []}\n'
+    assert os.listdir(tmp_path) == [target.name]
+
+
+def test_holds_plot_tells_matplotlib_files_from_photos(tmp_path):
+    from matplotlib.figure import Figure
+    for ext in ("png", "pdf", "svg"):
+        Figure(figsize=(1, 1)).savefig(tmp_path / f"plot.{ext}")
+        assert media.holds_plot(str(tmp_path / f"plot.{ext}")), ext
+    cv2.imwrite(str(tmp_path / "photo.png"), data.astronaut()[:64, :64])
+    assert not media.holds_plot(str(tmp_path / "photo.png"))
+    assert not media.holds_plot(str(tmp_path / "absent.png"))

@@ -12,8 +12,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(name for name in os.listdir(ROOT) if re.match(r"[1-4]\. .*\.ipynb$", name))
 WORD_LIMITS = {"2": 2500, "3": 1500}
-# A measured figure: a decimal number with a unit of measurement (4.03 %, 1.25 ms, 9.5 min).
-FIGURE = re.compile(r"(?<![\w.])(\d+\.\d+)\s*(%|ms\b|fps\b|px\b|points?\b|min(?:utes?)?\b)")
+# A measured figure: a decimal number with a unit of measurement (4.03 %, 1.25 ms, 9.5 min), or a
+# range of two (4.03-4.80 %, 2.3 to 2.8 ms): both ends count.
+FIGURE = re.compile(r"(?<![\w.])(\d+\.\d+)(?:\s*(?:-|–|to)\s*(\d+\.\d+))?\s*"
+                    r"(?:%|ms\b|fps\b|px\b|points?\b|min(?:utes?)?\b)")
 
 
 def cells(name):
@@ -35,7 +37,12 @@ def printed(cell):
 
 
 def figures_in(text):
-    return {number for number, _ in FIGURE.findall(text)}
+    return {number for pair in FIGURE.findall(text) for number in pair if number}
+
+
+def is_printed(figure, outputs):
+    """The figure as a whole number in the outputs: 5.0 is not found in 5.07, nor 4.8 in 14.8."""
+    return re.search(rf"(?<![\d.]){re.escape(figure)}(?!\d)", outputs) is not None
 
 
 def markdown(name):
@@ -47,15 +54,16 @@ def test_the_four_notebooks_are_here():
 
 
 def test_figures_finds_measured_numbers_only():
-    text = "NME 4.03 % and 9.5 min, 1.25ms, 3.5 points, 13.6 minutes; 112 px, epoch 4.2, v1.2"
-    assert figures_in(text) == \
-        {"4.03", "9.5", "1.25", "3.5", "13.6"}
+    text = "NME 4.03 % and 9.5 min, 1.25ms, 3.5 points, 13.6 minutes, 2.3-2.8 ms; 112 px, epoch 4.2, v1.2"
+    assert figures_in(text) == {"4.03", "9.5", "1.25", "3.5", "13.6", "2.3", "2.8"}
+    assert is_printed("5.07", "NME 5.07%") and not is_printed("5.0", "NME 5.07%")
+    assert not is_printed("4.8", "14.8 ms") and is_printed("4.8", "(4.8)")
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_every_figure_in_the_markdown_is_printed_by_a_cell(name):
     outputs = "\n".join(printed(c) for c in cells(name) if c["cell_type"] == "code")
-    unprinted = sorted(f for f in figures_in("\n".join(markdown(name))) if f not in outputs)
+    unprinted = sorted(f for f in figures_in("\n".join(markdown(name))) if not is_printed(f, outputs))
     assert not unprinted, f"{name}: figures in its markdown that no cell prints: {unprinted}"
 
 
