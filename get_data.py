@@ -146,6 +146,13 @@ def copy_layout(root, folder, progress=True):
             shutil.copyfile(os.path.join(root, split, name), os.path.join(folder, split, name))
 
 
+def rename_into_place(staged, dest):
+    """The checked set becomes dest in one rename (dest absent, or an empty folder it replaces)."""
+    if os.path.isdir(dest):
+        os.rmdir(dest)
+    os.rename(staged, dest)
+
+
 def work_folder_beside(dest):
     """(dest's parent, a new work folder in it): assembled beside dest, on the same file system, the
     data renames into place atomically; earlier runs' leftover work folders are removed first."""
@@ -199,9 +206,7 @@ def get_data(source=None, url=COURSE_URL, dest=None, expected_rows=EXPECTED_ROWS
             extract(zip_path, os.path.join(work, "extracted"), label, progress)
             staged = find_layout(os.path.join(work, "extracted"), label)
         verify(staged, source or url, expected_rows)
-        if os.path.isdir(dest):  # an empty folder: rename replaces it
-            os.rmdir(dest)
-        os.rename(staged, dest)
+        rename_into_place(staged, dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"{dest}: dataset ready ({', '.join(f'{n} {s} rows' for s, n in expected_rows.items())})")
@@ -414,9 +419,7 @@ def get_wild(pts_dir, source, dest=None, progress=True):
             move_in(staged, dest, new_names, len(names) + len(new_names))
         else:
             verify_wild(staged, expected_rows=len(new_names))
-            if os.path.isdir(dest):  # an empty folder: rename replaces it
-                os.rmdir(dest)
-            os.rename(staged, dest)
+            rename_into_place(staged, dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"{dest}: {len(new_names)} {source} faces imported ({len(names) + len(new_names)} in the set)")

@@ -154,11 +154,10 @@ def check_meta(meta, path):
 
 
 def check_model(model, path):
-    """A model is usable when its metadata holds and it predicts finite keypoints for a plain gray
+    """A model (its metadata checked at load) is usable when it predicts finite keypoints for a plain gray
     crop: a diverged training run saves NaN weights, and a graph that needs other inputs cannot
     run, which would otherwise fail later, on the first face."""
-    check_meta(model.meta, path)
-    size = model.meta["input_size"]
+    size = model.meta["input_size"]  # checked at load: check_meta, or models.load_model for a .pt
     probe = np.full((1, 1, size, size), 0.5, dtype=np.float32)
     try:
         keypoints = model(probe)
