@@ -8,7 +8,8 @@ Needs the optional packages in requirements-bench.txt (`make bench` installs the
 
 Ours against dlib's 68-point pipeline (dlib_baseline.py): the accuracy measurements and their
 tables are bench_accuracy.py's (the course test set, with dlib's per-point offset; the people no
-default training run sees; tilted heads; degraded images), the speed measurements and their
+default training run sees; the in-the-wild validation photos, in 300-W's labelling, when FKP_WILD
+holds the set; tilted heads; degraded images), the speed measurements and their
 table bench_speed.py's (landmark latency, face detection, frames per second end to end, a folder
 of images, training throughput). This command runs them in turn and writes the report and the
 CED plot (docs/bench_ced.png).
@@ -45,6 +46,9 @@ from bench_accuracy import (
     roll_rows,
     short_accuracy_rows,
     unseen_sentence,
+    wild_accuracy,
+    wild_sentences,
+    wild_val_csv,
 )
 from bench_speed import (
     CLIP_FRAMES,
@@ -70,6 +74,8 @@ from facial_keypoints.media import (
     data_path,
     reserve_file_output,
     unseen_people,
+    wild_dir,
+    wild_val_photos,
 )
 from metrics import format_summary
 from models import ModelFileError
@@ -111,6 +117,26 @@ def accuracy_tables(args, dlib_pipeline, csv_file, images_dir, folder, meta):
     if fit:
         tables["offset"] = offset_section(fit, ours, theirs, corrected)
     return tables, (ours, theirs)
+
+
+def wild_table(args, dlib_pipeline, folder, detector):
+    """The in-the-wild table: ours (its 300w head, where the model has one) and dlib on the faces of
+    the wild set's validation photos, after wild_sentences; a note instead when there is no wild set."""
+    found = wild_val_csv(folder)
+    if found is None:
+        print(f"note: no in-the-wild set at {os.path.abspath(wild_dir())} (set FKP_WILD): no in-the-wild row")
+        return ("This run found no in-the-wild set (`FKP_WILD`, else `./data-wild`), so the row was skipped: "
+                "set FKP_WILD to fkp-wild's folder and run bench.py again.")
+    csv_file, images_dir = found
+    csv_file = subset_csv(csv_file, args.limit, folder)
+    print("in-the-wild photos: both pipelines on the wild validation photos' faces ...", flush=True)
+    convention = "300w" if "300w" in detector.conventions else None  # None: the model's only head
+    ours, theirs = wild_accuracy(args.model, dlib_pipeline, csv_file, images_dir, args.backend, convention)
+    column = f"{OURS}, {ours['convention']} head"
+    print(format_summary(f"{column}, wild photos", ours))
+    print(format_summary(f"{DLIB}, wild photos", theirs))
+    return wild_sentences(ours) + "\n\n" + markdown_table(["wild validation photos, pipeline", column, DLIB],
+                                                           accuracy_rows(ours, theirs))
 
 
 def roll_tables(args, dlib_pipeline, csv_file, images_dir, clips, clean):
@@ -228,6 +254,22 @@ pipelines, protocol and measures as above.
 """
 
 
+def wild_section(tables):
+    """The in-the-wild part of the report, beside the accuracy table: the table, or why it is absent."""
+    if "wild" not in tables:
+        return ""
+    return f"""
+### In-the-wild photos
+
+The faces of the {len(wild_val_photos())} photos of the in-the-wild set's validation split
+(`splits/wild_val_photos.txt`; the set is fkp-wild: photos of 300-W's LFPW, HELEN and AFW training
+parts, labelled in 300-W's convention), which `train.py` holds out of training: the same pipelines,
+protocol and measures as above, dlib's points raw (its labelling is these labels').
+
+{tables["wild"]}
+"""
+
+
 def degraded_section(tables):
     """The degraded-copies part of the report (absent after --no-degraded)."""
     if "degraded" not in tables:
@@ -274,7 +316,7 @@ five small shifts); every other table runs the default.
 {tables["accuracy"]}
 {tables.get("offset", "")}
 ![Cumulative error distribution, ours and dlib]({plot_link})
-{unseen_section(tables)}{roll_section(tables)}{degraded_section(tables)}
+{unseen_section(tables)}{wild_section(tables)}{roll_section(tables)}{degraded_section(tables)}
 ## Speed
 
 "ours vs dlib" says how many times faster (or slower) ours is, both measured in the same run on
@@ -431,6 +473,7 @@ def run(args, command):
     with tempfile.TemporaryDirectory() as folder:
         csv_file = subset_csv(data_path("test_frames_keypoints.csv"), args.limit, folder)
         tables, clean = accuracy_tables(args, dlib_pipeline, csv_file, images_dir, folder, detector.meta)
+        tables["wild"] = wild_table(args, dlib_pipeline, folder, detector)
         print("speed: building the frames, landmark latency, detection, end to end ...", flush=True)
         clips = benchmark_clips(csv_file, images_dir, min(args.clips, args.limit or args.clips))
         if not args.no_roll:

@@ -45,7 +45,7 @@ ENVIRONMENT = (f"every machine of the cluster (scheduler and workers) needs the 
 # Detector options handed to detect.parse_args, which checks them and gives their defaults.
 DETECTOR_OPTIONS = {"--backend": "{auto,torch,onnx}", "--model": "FILE", "--scale-factor": "X",
                     "--min-neighbors": "N", "--min-size": "PIXELS", "--upright-only": None, "--no-flip": None,
-                    "--accurate": None}
+                    "--accurate": None, "--convention": "{300w,course}"}
 
 
 def fingerprint(detector):

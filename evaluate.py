@@ -8,6 +8,7 @@
     python evaluate.py --degrade jpeg                    # every image re-encoded at JPEG quality 10 first
     python evaluate.py --rotate 15 --worst 5             # and the five faces with the largest error
     python evaluate.py --accurate                        # detect.py --accurate: more passes per face
+    python evaluate.py --csv wild.csv --images training/ --convention course   # not the labels' head
 
 Protocols:
   pipeline      Haar detector -> crop -> CNN, exactly what detect.py does; a face the detector
@@ -17,9 +18,18 @@ Protocols:
 
 Metrics: NME (mean point error over the outer-eye-corner distance, points 36 and 45), failure
 rate at 8 % and 10 %, AUC of the cumulative error distribution (CED) up to 8 %, per-region NME.
+
+Conventions: a two-head model reads the keypoints twice, in the course's labelling and in 300-W's;
+the head scored is the one matching the labels. A set is in 300-W's labelling when every image's
+file name starts as get_data.py names the faces it imports from 300-W's layout, `<source>-`
+(lowercase letters and digits, a hyphen: fkp-wild's `lfpw-...`, `helen-...`, `afw-...`), and in the
+course's otherwise (the course CSVs name their images after the person: `Abdel_Aziz_Al-Hakim_02.jpg`).
+A model without the labels' head (a one-head course Net) is scored on the head it has, and the
+report says so; `--convention` scores the head it names whatever the labels.
 """
 
 import os
+import re
 import sys
 import tempfile
 import time
@@ -30,7 +40,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from degradations import expose, gaussian_blur, jpeg_round_trip, shrink
-from facial_keypoints.backends import BACKENDS
+from facial_keypoints.backends import BACKENDS, TWO_HEAD_CONVENTIONS, ConventionError, use_convention
 from facial_keypoints.detect import MAX_FLIP_DISAGREEMENT, KeypointDetector
 from facial_keypoints.face_crop import keypoints_to_box, transform_points
 from facial_keypoints.media import (
@@ -53,6 +63,9 @@ from metrics import format_summary, summarize
 
 SPLITS = ("test", "unseen")
 PROTOCOLS = ("pipeline", "crop", "labelled-box")
+# get_data.py's names for the faces it imports from 300-W's layout, `<source>-<photo>_<face>.jpg`
+# (its SOURCE_NAME, then the hyphen): how labels_convention tells a 300-W-style set by its rows.
+WILD_NAME = re.compile(r"[a-z0-9]+-")
 
 # Degraded copies (--degrade): each test image made worse the way a poor photo is, to see what the
 # pipeline loses, with degradations.py's operations (training's --photo-augment draws them at random
@@ -303,10 +316,20 @@ def unseen_split_csv(folder):
     return path, data_dir()
 
 
+def labels_convention(names):
+    """The labelling convention of a set whose images are `names`: "300w" when every file name
+    (without its folders) starts as WILD_NAME's, else "course" (see the module docstring)."""
+    wild = [WILD_NAME.match(os.path.basename(name)) is not None for name in names]
+    return "300w" if wild and all(wild) else "course"
+
+
 def evaluate(model_path=None, protocol="pipeline", csv_file=None, images_dir=None, flip_average=True,
              progress=True, backend="auto", rotate=0.0, split="test", degrade=None, face_check=True,
-             accurate=False):
-    """Load the model, predict the labelled set, return the metrics dict (see summarize).
+             accurate=False, convention=None):
+    """Load the model, predict the labelled set, return the metrics dict (see summarize), with the
+    convention of the head scored (`convention`) and that of the labels (`labels`, labels_convention).
+    `convention` None scores the labels' head when the model has it, else the model's default
+    (backends.default_convention); a head named that the model lacks is a backends.ConventionError.
     `backend`: "auto", "torch" or "onnx" (backends.load_backend, through detect.KeypointDetector).
     Without csv_file, `split` names the set: "test" (the course test CSV) or "unseen" (people
     no default training run sees: unseen_split_csv). `rotate` and `degrade`: see predict_dataset.
@@ -314,7 +337,7 @@ def evaluate(model_path=None, protocol="pipeline", csv_file=None, images_dir=Non
     is detect.py's --accurate (more forward passes per face)."""
     detector = KeypointDetector(model_path, flip_average=flip_average, backend=backend,
                                 max_disagreement=MAX_FLIP_DISAGREEMENT if face_check else None,
-                                accurate=accurate)
+                                accurate=accurate, convention=convention)
     ours = Protocol(detector, protocol)
     with tempfile.TemporaryDirectory() as folder:
         if csv_file is None and split == "unseen":
@@ -323,12 +346,24 @@ def evaluate(model_path=None, protocol="pipeline", csv_file=None, images_dir=Non
             raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
         csv_file = csv_file or data_path("test_frames_keypoints.csv")
         images_dir = images_dir or data_path("test")
+        names, _ = read_keypoints_csv(csv_file, arrays=True)
+        labels = labels_convention(names)
+        if convention is None and labels in detector.conventions:
+            use_convention(detector.backend, labels)
         pred, gt = predict_dataset(ours.labelled_face, csv_file, images_dir, progress, rotate, degrade,
                                    label=f"evaluate ({protocol})")
-        names, _ = read_keypoints_csv(csv_file, arrays=True)
     metrics = summarize(pred, gt)
-    metrics.update(pred=pred, gt=gt, seconds=ours.seconds, names=names)
+    metrics.update(pred=pred, gt=gt, seconds=ours.seconds, names=names, convention=detector.convention,
+                   labels=labels)
     return metrics
+
+
+def convention_line(m):
+    """Which head was scored, and whether the labels follow another convention."""
+    if m["convention"] == m["labels"]:
+        return f"  scored: the {m['convention']} head (the labels' convention)"
+    return (f"  scored: the {m['convention']} head, on labels in the {m['labels']} convention: the points "
+            "the two place differently count as error")
 
 
 def worst_faces(m, n):
@@ -350,6 +385,9 @@ def main(argv=None):
                              "in splits/unseen_people.txt (never in a default training run)")
     parser.add_argument("--csv", default=None, help="labelled CSV (default: the --split set)")
     parser.add_argument("--images", default=None, help="folder of the CSV's images")
+    parser.add_argument("--convention", default=None, choices=sorted(TWO_HEAD_CONVENTIONS),
+                        help="the head to score (default: the labels' convention, from the images' names: "
+                             "300w for get_data.py's `<source>-...` imports such as fkp-wild, else course)")
     parser.add_argument("--no-flip", action="store_true", help="no flip averaging at test time")
     parser.add_argument("--no-face-check", action="store_true",
                         help="keep the detections that detect.py's face check drops (what the check costs)")
@@ -380,7 +418,10 @@ def report(args):
     try:
         m = evaluate(args.model, args.protocol, args.csv, args.images, flip_average=not args.no_flip,
                      backend=args.backend, rotate=args.rotate, split=args.split, degrade=args.degrade,
-                     face_check=not args.no_face_check, accurate=args.accurate)
+                     face_check=not args.no_face_check, accurate=args.accurate, convention=args.convention)
+    except ConventionError as e:  # the option is at fault: exit status 2, as the parser's errors
+        print(f"evaluate.py: {e}", file=sys.stderr)
+        sys.exit(2)
     except DataError as e:
         sys.exit(f"evaluate.py: {e}")
     except KeyboardInterrupt:
@@ -391,6 +432,7 @@ def report(args):
     label += ", --accurate" if args.accurate else ""
     label += f", {args.degrade}" if args.degrade else ""  # the plot's legend: the note is too long
     print(format_summary(label + (f" ({DEGRADATION_NOTES[args.degrade]})" if args.degrade else ""), m))
+    print(convention_line(m))
     n = max(1, m["found"])
     print(f"  time per face: detection {1000 * m['seconds']['detection'] / m['faces']:.2f} ms, "
           f"CNN {1000 * m['seconds']['cnn'] / n:.2f} ms")
@@ -399,7 +441,7 @@ def report(args):
               *worst_faces(m, args.worst), sep="\n")
     if args.plot and m["found"]:
         try:
-            plot_ced({f"ours ({label})": m["errors"]}, args.plot)
+            plot_ced({f"ours ({label}, {m['convention']} head)": m["errors"]}, args.plot)
         except OSError as e:
             sys.exit(f"evaluate.py: --plot {args.plot}: cannot write it ({e.strerror or e}); "
                      "any earlier plot there is as it was")

@@ -2,12 +2,15 @@
 
     python filters.py                       # scikit-image's astronaut -> outputs/astronaut_sunglasses.png
     python filters.py photo.jpg photos/ clip.mp4 --filter hat --out results
+    python filters.py photo.jpg --convention course   # the course head (default: 300w, if the model has it)
 
 Each overlay (make_overlays.py) knows its anchors: where certain keypoints belong in overlay pixels
 (eye corners for the sunglasses, nose and mouth for the moustache, brows and eyes for the hat). The
 least-squares similarity transform (scale, rotation, translation) from those anchors to a face's
 predicted keypoints places the overlay; its RGBA pixels are warped into the image with that one
-matrix and alpha-blended, clipped at the image borders.
+matrix and alpha-blended, clipped at the image borders. The anchors are iBUG point numbers, the
+same in both labelling conventions (--convention): those differ in where some points sit (jaw,
+brows, nose bridge), not in their order.
 
 Library use:
 
@@ -141,7 +144,8 @@ def filter_video(detector, source, name, out_dir, detect_every=5, smooth=True):
 def build_detector(args):
     """The detector for these options (module level: each --workers process builds its own)."""
     rotations = () if args.upright_only else FaceDetector.ROTATIONS
-    return KeypointDetector(args.model, FaceDetector(rotations=rotations), backend=args.backend)
+    return KeypointDetector(args.model, FaceDetector(rotations=rotations), backend=args.backend,
+                            convention=args.convention)
 
 
 def parse_args(argv=None):

@@ -2,13 +2,16 @@
 
     python train.py                                  # the default run: a few minutes on a laptop CPU
     python train.py --resume                         # continue an interrupted run
-    python train.py --init facial_keypoints/saved_models/keypoints_model.pt --lr 1e-3   # fine-tune
+    python train.py --init saved_models/course_model.pt --lr 1e-3 --out mine.pt   # fine-tune
 
-The shipped model is two runs (then copied to facial_keypoints/saved_models/):
+The shipped model (then copied to facial_keypoints/saved_models/) is one run of the two-head
+network on the course data and an in-the-wild set: fkp-wild's 300-W faces and LFW faces that
+dlib's model labelled (pseudo_label.py), in ./data-wild:
 
-    python train.py --epochs 300 --photo-augment 1 --out outputs/retrain/step1.pt
-    python train.py --init outputs/retrain/step1.pt --epochs 150 --lr 1.5e-3 --loss l1 --val-fraction 0 \\
-        --photo-augment 1 --out saved_models/keypoints_model.pt
+    python pseudo_label.py ../shared/lfw --out outputs/lfw-pts
+    cp -r ../shared/fkp-wild data-wild
+    python get_data.py --pts outputs/lfw-pts --source lfw --dest data-wild
+    FKP_WILD=data-wild python train.py --arch twohead-efficientnet --epochs 30 --out outputs/wild/model.pt
 
 Each sample is one affine warp of a jittered detector-like box (data_load.FaceCropAugment) on an
 image decoded once. Every epoch prints the training loss and the validation NME on held-out people
@@ -82,6 +85,9 @@ LOSSES = ("wing", "mse", "l1")
 # The head train.py gives Net (also Net's default, recorded in every model file): integral regression
 # beat the course's fully-connected head at the same budget (docs/EXPERIMENTS.md, output heads).
 NET_HEAD = "integral"
+# What a model trained on the in-the-wild set may be used for: the terms of its photos and labels
+# (300-W's; LFW's photos; dlib's model, which labelled them, shares 300-W's terms).
+WILD_DATA_TERMS = "300-W and LFW: research and non-commercial use only"
 # The architectures whose fresh runs start from pretrained weights (models.TwoHeadNet's pretrained).
 PRETRAINED_ARCHS = ("twohead-efficientnet",)
 WARMUP_EPOCHS = 1  # of linear learning-rate warm-up: until batch norm's statistics settle
@@ -658,11 +664,24 @@ def end_epoch(run, loss, lr, started):
           f"{run.history[-1]['seconds']:.1f}s", flush=True)  # printed once the checkpoint holds it
 
 
+def trained_on(train_set):
+    """The training faces by source: `course` for the course's frames, else the in-the-wild set's
+    sources, the start of their names (lfpw, helen, afw; lfw: faces pseudo_label.py labelled)."""
+    counts = {}
+    for part in train_set.datasets if isinstance(train_set, ConcatDataset) else [train_set]:
+        wild = getattr(part, "convention", None) == models.CONVENTIONS.index("300w")
+        for name in part.names:
+            source = name.split("-", 1)[0] if wild else "course"
+            counts[source] = counts.get(source, 0) + 1
+    return counts
+
+
 def model_meta(args, model_options, steps, val_nme, train_seconds, command_history, device="cpu",
-               init_saw_unseen=False, wild_val_nme=None, pretrained=None):
+               init_saw_unseen=False, wild_val_nme=None, pretrained=None, sources=None):
     """What a saved model carries besides its weights: network, crop, training (Notebook 2's too).
-    The two-head network's also says its outputs' conventions, its wild validation NME and what
-    its trunk's first weights were (pretrained: None when none)."""
+    The two-head network's also says its outputs' conventions, its wild validation NME, what its
+    trunk's first weights were (pretrained: None when none), the faces it trained on by source
+    (trained_on) and the terms those photos come with."""
     meta = dict(arch=args.arch, input_size=args.input_size, model_options=model_options,
                 crop_margin=CROP_MARGIN, crop_shift=CROP_SHIFT, grayscale=True, pixel_scale="gray / 255",
                 keypoint_norm="(p - (input_size - 1) / 2) / ((input_size - 1) / 2), crop pixels",
@@ -671,7 +690,8 @@ def model_meta(args, model_options, steps, val_nme, train_seconds, command_histo
                 trained_on_unseen_people=True if args.unseen else init_saw_unseen,
                 device=str(device), torch=str(torch.__version__), created=time.strftime("%Y-%m-%d %H:%M:%S"))
     if two_heads(args.arch):
-        meta.update(conventions=list(models.CONVENTIONS), wild_val_nme=wild_val_nme, pretrained=pretrained)
+        meta.update(conventions=list(models.CONVENTIONS), wild_val_nme=wild_val_nme, pretrained=pretrained,
+                    trained_on=sources, data_terms=WILD_DATA_TERMS)
     return meta
 
 
@@ -709,7 +729,8 @@ def finish(run):
     val_nme = run.history[-1]["val_nme"] if run.history and run.val_set else None
     wild_val_nme = run.history[-1]["wild_val_nme"] if run.history and run.wild_val_set else None
     meta = model_meta(run.args, run.model_options, run.step, val_nme, seconds, run.command_history,
-                      run.device, run.init_saw_unseen, wild_val_nme, run.pretrained)
+                      run.device, run.init_saw_unseen, wild_val_nme, run.pretrained,
+                      trained_on(run.loader.dataset))
     saved(lambda: models.save_model(run.model.cpu(), run.args.out, meta), run.args.out,
           f"{run.args.checkpoint} holds the finished run: save it with `{resume_command(run.args)}` "
           "once it can be written")

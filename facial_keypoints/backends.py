@@ -1,11 +1,16 @@
 """The network on one of two backends with the same NumPy interface: a float32 (N, 1, S, S) array of
-face crops in [0, 1] goes in, a (N, 136) array of keypoints normalised to [-1, 1] comes out.
+face crops in [0, 1] goes in, the network's output comes out as it is: (N, 136) keypoints
+normalised to [-1, 1] for a one-head model (models.Net), (N, heads, 136) for the two-head network
+(models.TwoHeadNet), one row of 136 per labelling convention.
 
     model = load_backend()           # "auto": onnxruntime when installed and the export matches the .pt
     model = load_backend("torch")    # the shipped .pt on PyTorch (models.load_model)
     model = load_backend("onnx")     # its ONNX export on onnxruntime (export.py)
-    keypoints = predict_normalized(model, crops, flip_average=True)   # (N, 68, 2)
+    model = load_backend(convention="course")   # read the course head (default: 300w, if it has one)
+    keypoints = predict_normalized(model, crops, flip_average=True)   # (N, 68, 2), the chosen head's
 
+Each model knows its `conventions` (model_conventions), in output order, and reads one of them,
+its `convention` (use_convention): predict_normalized and the rest use that head only.
 PyTorch is imported only by the torch backend: the onnx backend needs NumPy and onnxruntime.
 Both check at load time that the model has the metadata detection needs and predicts finite numbers.
 """
@@ -27,6 +32,12 @@ DEFAULT_MODEL = os.path.join(HERE, "saved_models", "keypoints_model.pt")
 DEFAULT_ONNX_MODEL = os.path.join(HERE, "saved_models", "keypoints_model.onnx")  # python export.py
 DEFAULT_INT8_MODEL = os.path.join(HERE, "saved_models", "keypoints_model.int8.onnx")  # its int8 copy
 default_threads = 0  # threads per model (0: the library's default, every core); limit_threads sets it
+# The two-head network's conventions in the order of its output (models.CONVENTIONS; written out
+# here because models.py needs PyTorch): a model whose metadata does not say gets these when it
+# has two outputs per crop, the course's alone when it has one (models.Net).
+TWO_HEAD_CONVENTIONS = ("course", "300w")
+# What detection reads by default: 300-W's labelling is the one other tools and benchmarks use.
+DEFAULT_CONVENTION = "300w"
 
 
 def limit_threads(n):
@@ -58,9 +69,10 @@ class TorchModel:
         from models import inference_copy
         self.model, self.meta, self.fuse, self.path = model, meta, fuse, path
         self.runner = inference_copy(model) if fuse else model
+        self.conventions = self.convention = None  # check_model sets them; a bare module: run_model
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path, convention=None):
         # The network's code is the course's models.py, in a clone: `pip install .` brings the
         # ONNX files and onnxruntime only.
         check_model_file(path)
@@ -73,7 +85,7 @@ class TorchModel:
             model = cls(*load_model(path), path=path)
         except ModelFileError as e:
             raise DataError(str(e)) from None
-        check_model(model, path)
+        check_model(model, path, convention)
         return model
 
     def __call__(self, batch):
@@ -92,7 +104,7 @@ class OnnxModel:
 
     name = "onnx"
 
-    def __init__(self, path, threads=None):
+    def __init__(self, path, threads=None, convention=None):
         self.path = path
         check_model_file(path, hint=" (write it with `python export.py`)")
         try:
@@ -115,12 +127,15 @@ class OnnxModel:
                             "face crops; export it again with `python export.py`")
         graph_input, graph_output = inputs[0], self.model.get_outputs()[0]
         size = self.meta["input_size"]
-        if list(graph_input.shape[1:]) != [1, size, size] or graph_output.shape[-1] != 2 * NUM_KEYPOINTS:
+        if (list(graph_input.shape[1:]) != [1, size, size] or len(graph_output.shape) not in (2, 3)
+                or graph_output.shape[-1] != 2 * NUM_KEYPOINTS):
             raise DataError(f"{path}: the graph takes {graph_input.shape} and gives {graph_output.shape}, "
-                            f"not (batch, 1, {size}, {size}) -> (batch, {2 * NUM_KEYPOINTS}) as its metadata "
-                            "says; export it again with `python export.py`")
+                            f"not (batch, 1, {size}, {size}) -> (batch, {2 * NUM_KEYPOINTS}) or (batch, "
+                            f"heads, {2 * NUM_KEYPOINTS}) as its metadata says; export it again with "
+                            "`python export.py`")
         self.input_name = graph_input.name
-        check_model(self, path)
+        self.conventions = self.convention = None
+        check_model(self, path, convention)
 
     def __call__(self, batch):
         return self.model.run(None, {self.input_name: batch})[0]
@@ -153,10 +168,16 @@ def check_meta(meta, path):
         raise DataError(f"{path}: {problem}; use a model file that train.py (or export.py) wrote")
 
 
-def check_model(model, path):
+class ConventionError(DataError):
+    """A convention the model has no head for: the option asked for it, so the command lines
+    exit with status 2, as for their other bad options."""
+
+
+def check_model(model, path, convention=None):
     """A model (its metadata checked at load) is usable when it predicts finite keypoints for a plain gray
     crop: a diverged training run saves NaN weights, and a graph that needs other inputs cannot
-    run, which would otherwise fail later, on the first face."""
+    run, which would otherwise fail later, on the first face. Its output's shape and metadata give
+    its conventions (model_conventions); it then reads `convention` (use_convention)."""
     size = model.meta["input_size"]  # checked at load: check_meta, or models.load_model for a .pt
     probe = np.full((1, 1, size, size), 0.5, dtype=np.float32)
     try:
@@ -164,12 +185,47 @@ def check_model(model, path):
     except Exception as e:  # onnxruntime and PyTorch raise many kinds: any means the file is unusable
         raise DataError(f"{path}: the model cannot run on a face crop ({one_line(e)}); "
                         "use another model file") from None
-    if np.shape(keypoints) != (1, 2 * NUM_KEYPOINTS):
-        raise DataError(f"{path}: the model gives {np.shape(keypoints)} numbers for a crop, not "
-                        f"(1, {2 * NUM_KEYPOINTS}); use another model file")
+    shape = np.shape(keypoints)
+    if len(shape) not in (2, 3) or shape[0] != 1 or shape[-1] != 2 * NUM_KEYPOINTS:
+        raise DataError(f"{path}: the model gives {shape} numbers for a crop, not (1, {2 * NUM_KEYPOINTS}) "
+                        f"or (1, heads, {2 * NUM_KEYPOINTS}); use another model file")
     if not np.isfinite(keypoints).all():
         raise DataError(f"{path}: the model predicts non-finite numbers (a diverged training run?); "
                         "use another model file")
+    model.conventions = model_conventions(model.meta, shape, path)
+    use_convention(model, convention)
+
+
+def model_conventions(meta, shape, path=None):
+    """The labelling conventions of a model's output of `shape`, in output order: its metadata's
+    `conventions` (train.py and export.py write them), else TWO_HEAD_CONVENTIONS for an (N, 2, 136)
+    output and the course's alone for an (N, 136) one (models.Net, which predates the key)."""
+    heads = shape[1] if len(shape) == 3 else 1
+    conventions = (meta or {}).get("conventions")
+    if conventions is None:
+        conventions = TWO_HEAD_CONVENTIONS if heads == 2 else ("course",) if heads == 1 else None
+    if (not isinstance(conventions, (list, tuple)) or len(conventions) != heads
+            or not all(isinstance(c, str) and c for c in conventions) or len(set(conventions)) != heads):
+        raise DataError(f"{path}: its metadata says conventions {conventions!r} for {heads} outputs per "
+                        "crop, not one name each; use a model file that train.py (or export.py) wrote")
+    return tuple(conventions)
+
+
+def default_convention(conventions):
+    """DEFAULT_CONVENTION when the model has that head, else its first (a one-head model's only one)."""
+    return DEFAULT_CONVENTION if DEFAULT_CONVENTION in conventions else conventions[0]
+
+
+def use_convention(model, convention=None):
+    """Make a loaded model (its `conventions` known) read the head of `convention` (None:
+    default_convention); ConventionError, naming the model file, for a head it does not have."""
+    if convention is None:
+        convention = default_convention(model.conventions)
+    if convention not in model.conventions:
+        raise ConventionError(f"{model.path}: --convention {convention}: the model has no {convention} "
+                              f"head (only {', '.join(model.conventions)}); leave --convention out or give "
+                              f"a model with a {convention} head")
+    model.convention = convention
 
 
 BACKENDS = {"torch": TorchModel.load, "onnx": OnnxModel}
@@ -180,7 +236,7 @@ def installed(package):
     return importlib.util.find_spec(package) is not None
 
 
-def shipped_onnx_model():
+def shipped_onnx_model(convention=None):
     """The first of the shipped ONNX files (int8, then float) that onnxruntime can run and that
     was exported from the shipped .pt (or any, when PyTorch is not installed); None if none."""
     if not installed("onnxruntime"):
@@ -188,15 +244,16 @@ def shipped_onnx_model():
     digest = sha256(DEFAULT_MODEL) if os.path.isfile(DEFAULT_MODEL) else None
     for path in (DEFAULT_INT8_MODEL, DEFAULT_ONNX_MODEL):
         if os.path.isfile(path):
-            model = OnnxModel(path)
+            model = OnnxModel(path, convention=convention)
             if model.meta.get("source_sha256") == digest or not installed("torch"):
                 return model
     return None
 
 
-def load_backend(backend="auto", model_path=None):
+def load_backend(backend="auto", model_path=None, convention=None):
     """The network on a backend ("torch" or "onnx") from its file (default: the shipped one), with
-    its backend's `name` and its file's `path` as attributes.
+    its backend's `name`, its file's `path`, its `conventions` and the one it reads,
+    `convention` (use_convention: None picks default_convention), as attributes.
 
     "auto" picks by the file's extension when a file is given. For the shipped model it picks
     onnxruntime (faster per face than PyTorch, the int8 copy most) when it is
@@ -206,17 +263,18 @@ def load_backend(backend="auto", model_path=None):
         if model_path is not None:
             backend = "onnx" if model_path.lower().endswith(".onnx") else "torch"
         else:
-            model = shipped_onnx_model()
+            model = shipped_onnx_model(convention)
             if model is not None:
                 return model
             backend = "torch"
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
-    return BACKENDS[backend](model_path or DEFAULT_MODELS[backend])
+    return BACKENDS[backend](model_path or DEFAULT_MODELS[backend], convention=convention)
 
 
 def predict_normalized(model, crops, flip_average=False):
-    """(N, 1, S, S) crops in [0, 1] -> (N, 68, 2) keypoints in [-1, 1] crop coordinates, NumPy.
+    """(N, 1, S, S) crops in [0, 1] -> (N, 68, 2) keypoints in [-1, 1] crop coordinates, NumPy, read
+    from the head of the model's `convention`.
 
     `model` is a TorchModel or OnnxModel (a PyTorch module is used as it is). With
     flip_average the mirrored crops are predicted too, mapped back (x -> -x, left/right points
@@ -238,7 +296,13 @@ def predict_both_ways(model, crops):
 
 
 def run_model(model, batch):
-    """(N, 1, S, S) float32 -> (N, 68, 2) on either backend (a bare PyTorch module works too)."""
+    """(N, 1, S, S) float32 -> (N, 68, 2) on either backend (a bare PyTorch module works too), from
+    the head of the model's `convention` only: the heads are never mixed. A bare two-head module
+    has no metadata: its output's shape gives its conventions, and it reads default_convention's."""
     if not isinstance(model, (TorchModel, OnnxModel)):
         model = TorchModel(model, fuse=False)
-    return model(np.ascontiguousarray(batch)).reshape(-1, NUM_KEYPOINTS, 2)
+    output = model(np.ascontiguousarray(batch))
+    if output.ndim == 3:
+        conventions = model.conventions or model_conventions(model.meta, output.shape, model.path)
+        output = output[:, conventions.index(model.convention or default_convention(conventions))]
+    return output.reshape(-1, NUM_KEYPOINTS, 2)

@@ -6,12 +6,15 @@
     python detect.py photos/ --workers 2 --json k.jsonl   # two processes for the folder's images
     python detect.py photo.jpg --backend torch        # PyTorch instead of onnxruntime
     python detect.py photo.jpg --accurate             # more forward passes per face: slower, fewer misreads
+    python detect.py photo.jpg --convention course    # the course's labelling (default: 300-W's)
 
 As a library:
 
     detector = KeypointDetector()          # loads the shipped model and the Haar cascade, once
     detector = KeypointDetector(backend="torch")   # force PyTorch (default "auto": onnxruntime when
                                                    # installed and its export matches the .pt)
+    detector = KeypointDetector(convention="course")   # the course head (default: "300w" when the
+                                                       # model has one, else its only convention)
     faces = detector.detect(rgb_image)     # [Face(box=(x, y, w, h), keypoints=(68, 2))], image pixels
     tracker = FaceTracker(detector, fps=30)        # tracking.py: the same, per video frame
 
@@ -214,11 +217,17 @@ class KeypointDetector:
     flip averaging, the last pass also checks that each crop shows a face
     (`max_disagreement`, MAX_FLIP_DISAGREEMENT; None: no check): a detection that fails the check
     gets NaN keypoints from keypoints_for_boxes and is left out by `detect`. `seconds` adds up the
-    time per stage (detection, crop, cnn) for benchmarks."""
+    time per stage (detection, crop, cnn) for benchmarks.
+
+    `convention` names the labelling whose head is read, one of the model's `conventions`
+    (backends.use_convention; None: "300w" when the model has that head, else its only one); a
+    head the model lacks is a backends.ConventionError. Every pass, the face check's too, reads
+    that head alone: its mirror-image reading is mapped back in the same iBUG order."""
 
     def __init__(self, model_path=None, face_detector=None, flip_average=True, refine=True,
-                 backend="auto", max_roll=5.0, max_disagreement=MAX_FLIP_DISAGREEMENT, accurate=False):
-        self.backend = load_backend(backend, model_path)
+                 backend="auto", max_roll=5.0, max_disagreement=MAX_FLIP_DISAGREEMENT, accurate=False,
+                 convention=None):
+        self.backend = load_backend(backend, model_path, convention)
         self.backend_name, self.backend_path = self.backend.name, self.backend.path
         self.model, self.meta = self.backend.model, self.backend.meta
         self.size = self.meta["input_size"]
@@ -227,6 +236,16 @@ class KeypointDetector:
         self.flip_average, self.refine, self.max_roll = flip_average, refine, max_roll
         self.max_disagreement, self.accurate = max_disagreement, accurate
         self.seconds = defaultdict(float)
+
+    @property
+    def conventions(self):
+        """The model's labelling conventions, in its output's order (backends.model_conventions)."""
+        return self.backend.conventions
+
+    @property
+    def convention(self):
+        """The convention whose head this detector reads (backends.use_convention changes it)."""
+        return self.backend.convention
 
     def crops(self, gray, boxes, angles=None):
         """The network's input for each box, its crop turned by `angles` (degrees, default 0):
@@ -368,7 +387,7 @@ def parse_args(argv=None):
         description="Find faces and their 68 keypoints in images, folders of images and videos.")
     runner.add_input_options(parser, detect_every=10)
     parser.add_argument("--json", default=None, metavar="FILE",
-                        help="write JSON Lines: one object per image or video frame")
+                        help="write JSON Lines: one object per image or video frame, naming its convention")
     parser.add_argument("--scale-factor", type=float, default=1.2, help="Haar cascade scale step")
     parser.add_argument("--min-neighbors", type=int, default=2, help="Haar cascade minNeighbors")
     parser.add_argument("--min-size", type=int, default=30, help="smallest face in pixels")
@@ -393,7 +412,7 @@ def build_detector(args):
     face_detector = FaceDetector(args.scale_factor, args.min_neighbors, args.min_size,
                                  rotations=() if args.upright_only else FaceDetector.ROTATIONS)
     return KeypointDetector(args.model, face_detector, flip_average=not args.no_flip, backend=args.backend,
-                            accurate=args.accurate)
+                            accurate=args.accurate, convention=args.convention)
 
 
 def main(argv=None):

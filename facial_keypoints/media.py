@@ -516,11 +516,14 @@ def face_record(face):
             "roll": round(float(face.roll), 1)}
 
 
-def image_record(name, shape, faces, frame=None):
+def image_record(name, shape, faces, convention, frame=None):
+    """One JSON Lines record: the image (and video frame), its size, the labelling convention its
+    keypoints follow ("300w" or "course": the two place some points differently) and its faces."""
     record = {"image": name}
     if frame is not None:
         record["frame"] = frame
-    record.update(width=int(shape[1]), height=int(shape[0]), faces=[face_record(f) for f in faces])
+    record.update(width=int(shape[1]), height=int(shape[0]), convention=convention,
+                  faces=[face_record(f) for f in faces])
     return record
 
 

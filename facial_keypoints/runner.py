@@ -23,7 +23,7 @@ import cv2
 from tqdm import tqdm
 
 from . import media
-from .backends import BACKENDS, limit_threads
+from .backends import BACKENDS, TWO_HEAD_CONVENTIONS, ConventionError, limit_threads
 from .media import DataError
 from .tracking import FaceTracker
 
@@ -54,7 +54,7 @@ def image_result(detector, item, out_path, action):
         raise DataError(f"{item.name}: no face found")
     if out_path is not None:
         media.write_image(out_path, action.draw(image, faces))
-    return media.image_record(item.name, image.shape, faces), len(faces)
+    return media.image_record(item.name, image.shape, faces, detector.convention), len(faces)
 
 
 def process_video(detector, outputs, item, action, detect_every=10, smooth=True):
@@ -82,7 +82,8 @@ def process_video(detector, outputs, item, action, detect_every=10, smooth=True)
             faces = tracker(rgb)
             writer.write(action.draw(rgb, faces))
             if outputs.json:  # no --json (filters.py never has one): no record to build per frame
-                outputs.write_record(media.image_record(item.name, rgb.shape, faces, frame=frames))
+                outputs.write_record(media.image_record(item.name, rgb.shape, faces, detector.convention,
+                                                        frame=frames))
             frames, with_faces, most_faces = frames + 1, with_faces + bool(faces), max(most_faces, len(faces))
     except KeyboardInterrupt:
         if not isinstance(item.source, int):
@@ -257,6 +258,10 @@ def add_input_options(parser, detect_every):
     parser.add_argument("--model", default=None,
                         help="model file (default: the shipped model, facial_keypoints/saved_models/"
                              "keypoints_model.pt or its .onnx export)")
+    parser.add_argument("--convention", default=None, choices=sorted(TWO_HEAD_CONVENTIONS),
+                        help="whose labelling the keypoints follow, the model's head for it: 300w (300-W's, "
+                             "what other tools use) or course (the course data's); default: 300w when the "
+                             "model has that head, else the model's only one")
     parser.add_argument("--camera", type=int, default=None, metavar="N", help="read camera N (Ctrl-C stops)")
     parser.add_argument("--detect-every", type=int, default=detect_every, metavar="K",
                         help="video: run the Haar cascade every K frames, track in between")
@@ -278,16 +283,20 @@ def check_input_options(parser, args):
 
 
 def run(args, make_detector, action, json_path=None):
-    """Load, then process every input; the exit status (1 if any input failed, 130 on Ctrl-C or
-    SIGTERM). detect.py and filters.py both end here. `make_detector` is picklable when --workers
-    is above 1 (each worker calls it). Every output path is checked before the first input is read
-    (media.Outputs). Ctrl-C and SIGTERM stop the run between inputs and video frames
-    (media.stop_between_steps): the worker pool is shut down, and every file written is whole."""
+    """Load, then process every input; the exit status (1 if any input failed, 2 for a --convention
+    the model has no head for, 130 on Ctrl-C or SIGTERM). detect.py and filters.py both end here.
+    `make_detector` is picklable when --workers is above 1 (each worker calls it). Every output
+    path is checked before the first input is read (media.Outputs). Ctrl-C and SIGTERM stop the
+    run between inputs and video frames (media.stop_between_steps): the worker pool is shut down,
+    and every file written is whole."""
     with media.stop_between_steps():
         try:
             detector = make_detector()  # here too: a bad model file is one error line, before any worker
             protected = [detector.backend_path, args.model, media.SHIPPED_MODELS]
             outputs = media.Outputs(args.out, json_path, args.inputs, protected)
+        except ConventionError as error:  # the option is at fault, not the model: as the parser's errors
+            print(f"{action.program}: {error}", file=sys.stderr)
+            return 2
         except (DataError, OSError) as error:
             print(f"{action.program}: {error}", file=sys.stderr)
             return 1

@@ -641,6 +641,11 @@ CASES += [
                 pt_model(crop_margin=-5)),
     detect_case("detect-pt-crop-margin-zero", ["--backend", "torch"], 1,
                 "model.pt: its metadata says crop_margin 0", pt_model(crop_margin=0)),
+    # A head the model lacks (a course Net asked for 300-W's): the option is at fault, as a parser error.
+    detect_case("detect-convention-the-model-lacks", ["--convention", "300w"], 2,
+                "model.pt: --convention 300w: the model has no 300w head"),
+    detect_case("filters-convention-the-model-lacks", ["--convention", "300w"], 2,
+                "model.pt: --convention 300w: the model has no 300w head", script="filters.py"),
     # A model that puts every keypoint on one point implies a face box of no size: no crash.
     detect_case("detect-onnx-keypoints-on-one-point", ONNX, 0, None, onnx_model(), model="model.onnx"),
     # Paths that are no model file: said as they are, not as "no such file"; a pipe is not read.
@@ -740,6 +745,8 @@ CASES += [
     evaluate_case("evaluate-image-outside-images", [], 1, "row 1 names ../training/Person_training_00.jpg",
                   setup=edit_cell(1, 0, "../training/Person_training_00.jpg", csv=TEST_CSV)),
     evaluate_case("evaluate-rotate-nan", ["--rotate", "nan"], 2, "--rotate"),
+    evaluate_case("evaluate-convention-the-model-lacks", ["--convention", "300w"], 2,
+                  "model.pt: --convention 300w: the model has no 300w head"),
     evaluate_case("evaluate-plot-under-a-file", ["--plot", "{tmp}/model.pt/ced.png"], 2, "--plot"),
     evaluate_case("evaluate-plot-format-unknown", ["--protocol", "labelled-box", "--plot", "{tmp}/ced.txt"],
                   2, "--plot"),

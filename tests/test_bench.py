@@ -12,16 +12,20 @@ import types
 import cv2
 import numpy as np
 import pytest
-from conftest import CSV_FILES, face_keypoints, write_course_dataset
+import torch
+from conftest import CSV_FILES, face_keypoints, write_course_dataset, write_training_split
 
 import bench
 import bench_accuracy
 import bench_speed
 import evaluate
 from degradations import decode_jpeg, encode_jpeg
-from facial_keypoints import backends
+from dlib_baseline import DlibPipeline
+from facial_keypoints import backends, media
+from facial_keypoints.detect import KeypointDetector
 from facial_keypoints.media import read_keypoints_csv
 from metrics import nme_per_face, summarize
+from models import Net, TwoHeadNet, save_model
 
 
 def test_markdown_table_lines_up_and_aligns():
@@ -376,3 +380,82 @@ def test_a_partial_run_does_not_overwrite_the_committed_report():
     asked = bench.parse_args(["--limit", "5", "--out", bench.REPORT])
     assert asked.out == bench.REPORT
     assert not full.no_degraded and bench.parse_args(["--no-degraded"]).no_degraded
+
+
+# ---------------------------------------------------------------------------------------------
+# The in-the-wild row: ours (its 300w head) and dlib on the wild validation photos' faces.
+
+WILD_FACE = face_keypoints(center=(55, 62), scale=0.7)  # every made-up wild face's labels
+
+
+def write_wild_set(root):
+    """A tiny in-the-wild set in fkp-wild's layout (`<source>-<photo>_<face>.jpg`): two faces of a
+    photo of the committed validation split, one of another photo."""
+    val_photo = sorted(media.wild_val_photos())[0]
+    rng = np.random.default_rng(0)
+    names = [f"{val_photo}_1.jpg", "lfpw-0001_0.jpg", f"{val_photo}_2.jpg"]
+    return write_training_split(str(root), [(name, rng.integers(0, 120, (120, 110, 3), dtype=np.uint8),
+                                             WILD_FACE) for name in names])
+
+
+def test_wild_val_csv_holds_the_validation_photos_faces_or_is_none(tmp_path, monkeypatch):
+    wild = write_wild_set(tmp_path / "wild")
+    monkeypatch.setenv("FKP_WILD", wild)
+    csv_file, images = bench_accuracy.wild_val_csv(str(tmp_path))
+    names, keypoints = read_keypoints_csv(csv_file, images, arrays=True)
+    val_photo = sorted(media.wild_val_photos())[0]
+    assert names == [f"{val_photo}_1.jpg", f"{val_photo}_2.jpg"] and images == os.path.join(wild, "training")
+    np.testing.assert_allclose(keypoints[1], WILD_FACE)
+    monkeypatch.setenv("FKP_WILD", str(tmp_path / "no-wild"))
+    assert bench_accuracy.wild_val_csv(str(tmp_path)) is None
+
+
+def stand_in_dlib():
+    """dlib's pipeline with stand-ins: a box on every image's made-up face, its labels 1 px to the right."""
+    rect = types.SimpleNamespace(left=lambda: 20, top=lambda: 30, width=lambda: 71, height=lambda: 71)
+    points = [types.SimpleNamespace(x=x + 1.0, y=y) for x, y in WILD_FACE]
+    return DlibPipeline(hog=lambda image, upsample: [rect],
+                        predictor=lambda image, found: types.SimpleNamespace(parts=lambda: points))
+
+
+@pytest.mark.parametrize("two_heads", [True, False])
+def test_the_wild_table_scores_the_300w_head_and_says_the_row_flatters_dlib(two_heads, tmp_path, monkeypatch):
+    """Ours reads its 300w head where the model has one (a course-only Net: its course head, said
+    so); dlib runs on the same faces; the text says dlib's training saw these photos."""
+    monkeypatch.setenv("FKP_WILD", write_wild_set(tmp_path / "wild"))
+    torch.manual_seed(0)
+    if two_heads:
+        model, meta = TwoHeadNet(48, widths=[4, 8, 8, 16, 16]), {"arch": "twohead-net"}
+    else:
+        model, meta = Net(48, widths=[4, 8, 8, 16, 16]), {"arch": "net"}
+    pt = str(tmp_path / "m.pt")
+    save_model(model, pt, {**meta, "input_size": 48, "model_options": {"widths": [4, 8, 8, 16, 16]},
+                           "crop_margin": 1.3, "crop_shift": 0.1})
+    args = types.SimpleNamespace(model=pt, backend="torch", limit=0)
+    text = bench.wild_table(args, stand_in_dlib(), str(tmp_path), KeypointDetector(pt, backend="torch"))
+    head = "300w" if two_heads else "course"
+    assert text.startswith(f"Ours reads its {head} head") and bench_accuracy.WILD_FLATTERS_DLIB in text
+    assert ("no 300w head" in text) != two_heads
+    rows = {row.split("|")[1].strip(): [c.strip() for c in row.split("|")[2:4]]
+            for row in text.splitlines() if row.startswith("|")}
+    header = rows["wild validation photos, pipeline"]
+    assert header == [f"{bench_accuracy.OURS}, {head} head", bench_accuracy.DLIB]
+    assert rows["faces found"][0].endswith("/2") and rows["faces found"][1] == "2/2"  # the validation photo's
+    one_px = 100 / np.linalg.norm(WILD_FACE[36] - WILD_FACE[45])
+    assert float(rows["NME (%), points 36-45 normalised"][1]) == pytest.approx(one_px, abs=0.01)
+
+
+def test_without_a_wild_set_the_wild_row_is_a_note(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FKP_WILD", str(tmp_path / "no-wild"))
+    text = bench.wild_table(types.SimpleNamespace(limit=0), None, str(tmp_path), None)
+    assert "no in-the-wild set" in text and "skipped" in text and "FKP_WILD" in text
+    assert "no in-the-wild set at" in capsys.readouterr().out
+
+
+def test_report_holds_the_wild_section_beside_the_accuracy_table(tmp_path):
+    tables = {"accuracy": "ACCURACY TABLE", "speed": "SPEED TABLE"}
+    assert "### In-the-wild photos" not in written_report(tmp_path, tables)
+    text = written_report(tmp_path, {**tables, "unseen": "UNSEEN TABLE", "wild": "WILD TABLE"})
+    assert text.index("UNSEEN TABLE") < text.index("### In-the-wild photos") < text.index("WILD TABLE") \
+        < text.index("## Speed")
+    assert f"The faces of the {len(media.wild_val_photos())} photos" in " ".join(text.split())

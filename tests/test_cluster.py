@@ -117,3 +117,12 @@ def test_missing_engine_is_one_line(tmp_path):
         "cluster.py: the cluster engine is not installed: "
         "pip install -r requirements-cluster.txt (Dask's distributed scheduler)"]
     assert not (tmp_path / "k.jsonl").exists()
+
+
+def test_the_convention_reaches_the_workers_detector():
+    """--convention is one of the detector's options: the workers read the head it names."""
+    sys.path.insert(0, ROOT)
+    import cluster
+    assert cluster.parse_args(["photos", "--json", "x.jsonl"]).worker_detector.convention is None
+    args = cluster.parse_args(["photos", "--json", "x.jsonl", "--convention", "course"])
+    assert args.detector.convention == args.worker_detector.convention == "course"

@@ -17,7 +17,7 @@ from facial_keypoints.media import data_path, load_image, read_keypoints_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DETECT_PY = os.path.join(ROOT, "detect.py")
-RECORD_KEYS = {"image", "width", "height", "faces"}
+RECORD_KEYS = {"image", "width", "height", "convention", "faces"}
 # The astronaut's face: crop of skimage's photo in which the Haar cascade finds that face only.
 FACE_CROP = (slice(0, 300), slice(100, 400))
 
@@ -38,6 +38,7 @@ def check_record(record, width, height, frame=None):
     """The exact JSON schema: keys, types, 68 (x, y) pairs of plain numbers per face."""
     assert set(record) == RECORD_KEYS | ({"frame"} if frame is not None else set())
     assert (record["width"], record["height"]) == (width, height)
+    assert record["convention"] in ("300w", "course")
     if frame is not None:
         assert record["frame"] == frame and isinstance(record["frame"], int)
     for face in record["faces"]:

@@ -13,13 +13,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import write_course_dataset
+from conftest import face_keypoints, write_course_dataset, write_training_split
 from skimage import data
 
 import evaluate
 import export
-from facial_keypoints import backends, detect
-from models import Net, save_model
+from facial_keypoints import backends, detect, media
+from models import Net, TwoHeadNet, save_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED_PT = os.path.join(ROOT, "facial_keypoints", "saved_models", "keypoints_model.pt")
@@ -64,6 +64,7 @@ def test_export_writes_a_checked_onnx_model_with_its_metadata(small_model):
     model = backends.OnnxModel(onnx_path)
     for key, value in meta.items():
         assert model.meta[key] == value, key
+    assert model.meta["conventions"] == ["course"]  # a one-head Net's output: the course's labelling
     with open(pt, "rb") as f:
         assert model.meta["source_sha256"] == hashlib.sha256(f.read()).hexdigest()
 
@@ -104,7 +105,7 @@ def test_an_int8_copy_that_cannot_be_written_is_one_line_and_keeps_the_old_one(s
     write_course_dataset(str(tmp_path / "data"), n_train=4)
     monkeypatch.setenv("FKP_DATA", str(tmp_path / "data"))
 
-    def disk_full(float_path, path, calibration):
+    def disk_full(float_path, path, calibration, heads=1):
         open(path, "wb").close()
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
@@ -259,3 +260,154 @@ def test_int8_quantizes_only_the_layers_with_weights(tmp_path, monkeypatch):
     assert softmax_inputs and "DequantizeLinear" not in softmax_inputs
     conv_inputs = [made_by.get(name) for node in nodes if node.op_type == "Conv" for name in node.input]
     assert conv_inputs.count("DequantizeLinear") >= 2 * 4  # activations and weights of the inner convs
+
+
+# ---------------------------------------------------------------------------------------------
+# The two-head network: one output per labelling convention, both exported, both checked in int8.
+
+# No "conventions" key (train.py writes one): export.py states the output's conventions itself.
+TWO_HEAD_META = {"arch": "twohead-net", "input_size": 48, "model_options": {"widths": [4, 8, 8, 16, 16]},
+                 "crop_margin": 1.3, "crop_shift": 0.1, "pixel_scale": "gray / 255", "val_nme": None,
+                 "trained_on": ["course data", "in-the-wild set"],
+                 "data_terms": "research and non-commercial use"}
+
+
+def write_wild_set(root, seed=1):
+    """A tiny in-the-wild set in fkp-wild's layout (`<source>-<photo>_<face>.jpg`): two faces of a
+    photo of the committed validation split, two of other photos."""
+    rng = np.random.default_rng(seed)
+    val_photo = sorted(media.wild_val_photos())[0]
+    names = [f"{val_photo}_1.jpg", f"{val_photo}_2.jpg", "lfpw-0001_0.jpg", "helen-123_1.jpg"]
+    samples = [(name, rng.integers(0, 256, (120, 110, 3), dtype=np.uint8),
+                face_keypoints(center=(55 + i, 62), scale=0.7)) for i, name in enumerate(names)]
+    return write_training_split(str(root), samples)
+
+
+@pytest.fixture(scope="module")
+def two_head_export(tmp_path_factory):
+    """A small untrained two-head network saved as train.py saves one, a tiny course set and a
+    tiny wild set, and export.py's float and int8 files of it."""
+    tmp = tmp_path_factory.mktemp("twohead")
+    torch.manual_seed(0)
+    model = TwoHeadNet(48, backbone="net", widths=[4, 8, 8, 16, 16]).eval()
+    pt, onnx_path = str(tmp / "twohead.pt"), str(tmp / "out" / "twohead.onnx")
+    save_model(model, pt, TWO_HEAD_META)
+    write_course_dataset(str(tmp / "data"), n_train=6, n_test=4)
+    write_wild_set(tmp / "wild")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FKP_DATA", str(tmp / "data"))
+        mp.setenv("FKP_WILD", str(tmp / "wild"))
+        difference = export.main(["--model", pt, "--out", onnx_path, "--crops", "4", "--int8-crops", "4"])
+    return model, pt, onnx_path, difference, tmp
+
+
+def torch_output(model, crops):
+    with torch.no_grad():
+        return model(torch.from_numpy(crops)).numpy()
+
+
+def test_a_two_head_export_gives_both_heads_in_float_and_int8_with_their_conventions(two_head_export):
+    import onnxruntime
+    model, _, onnx_path, difference, _ = two_head_export
+    assert 0 <= difference <= export.TOLERANCE
+    assert sorted(os.listdir(os.path.dirname(onnx_path))) == ["twohead.int8.onnx", "twohead.onnx"]
+    crops = np.random.default_rng(4).random((5, 1, 48, 48), dtype=np.float32)
+    for path in (onnx_path, export.int8_path(onnx_path)):
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        assert [o.shape for o in session.get_outputs()] == [["batch", 2, 136]]
+        for batch in (crops[:1], crops):
+            assert session.run(None, {"crops": batch})[0].shape == (len(batch), 2, 136)
+        meta = {k: json.loads(v) for k, v in session.get_modelmeta().custom_metadata_map.items()
+                if not k.startswith("onnx.")}  # the quantizer's own entries
+        assert meta["conventions"] == ["course", "300w"]
+        for key in ("trained_on", "data_terms", "arch", "crop_margin"):  # the .pt's metadata, copied whole
+            assert meta[key] == TWO_HEAD_META[key], key
+        assert "(batch, 2, 136)" in meta["output"]
+    float_out = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"]).run(
+        None, {"crops": crops})[0]
+    np.testing.assert_allclose(float_out, torch_output(model, crops), atol=export.TOLERANCE)
+
+
+def test_the_int8_copy_agrees_with_pytorch_on_each_head(two_head_export, monkeypatch):
+    """Each head of the int8 copy, on its own convention's check faces (course test faces; the wild
+    validation photos' faces), flip-averaged as detection reads a crop: its NME within
+    INT8_TOLERANCE of PyTorch's, and its points close to PyTorch's."""
+    model, _, onnx_path, _, tmp = two_head_export
+    monkeypatch.setenv("FKP_DATA", str(tmp / "data"))
+    monkeypatch.setenv("FKP_WILD", str(tmp / "wild"))
+    run_int8 = export.onnx_runner(export.int8_path(onnx_path))
+    for head, convention in enumerate(["course", "300w"]):
+        crops, keypoints = export.dataset_crops(*export.labelled_faces(convention, "check"), 48, 4)
+        assert len(crops) == (4 if convention == "course" else 2)  # wild: the validation photo's faces
+        nme_torch, _ = export.crop_reading(lambda c: torch_output(model, c), crops, keypoints, head)
+        nme_int8, _ = export.crop_reading(run_int8, crops, keypoints, head)
+        assert abs(nme_int8 - nme_torch) <= export.INT8_TOLERANCE, convention
+        difference = np.abs(run_int8(crops)[:, head] - torch_output(model, crops)[:, head]).max()
+        assert difference < 0.01, (convention, difference)  # normalised coordinates: under 0.25 px here
+
+
+def test_two_head_int8_keeps_the_first_convolution_and_both_heads_float(two_head_export):
+    import onnx
+    _, _, onnx_path, _, _ = two_head_export
+    graph = onnx.load(onnx_path).graph
+    shapes = {i.name: tuple(i.dims) for i in graph.initializer}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    heads = [node.name for node in convs if shapes[node.input[1]][0] == 3 * 68]  # a map head: 3 maps a point
+    assert len(heads) == 2
+    assert export.float_layers(graph.node, heads=2) == [convs[0].name, *heads]
+    int8 = onnx.load(export.int8_path(onnx_path)).graph
+    made_by = {out: node.op_type for node in int8.node for out in node.output}
+    int8_convs = [node for node in int8.node if node.op_type == "Conv"]
+    weights_from = [made_by.get(node.input[1], "float") for node in int8_convs]
+    assert weights_from[0] == weights_from[-1] == weights_from[-2] == "float"
+    assert weights_from[1:-2] == ["DequantizeLinear"] * (len(int8_convs) - 3)
+
+
+@pytest.mark.parametrize("readings, named", [
+    # (NME %, % dropped by the face check): float then int8, the course head's, then the 300w head's
+    ([(4.0, 0.0), (4.0, 0.0), (3.0, 0.0), (3.0 + 2 * export.INT8_TOLERANCE, 0.0)],
+     "NME points on the 300w head"),
+    ([(4.0, 0.5), (4.0, 0.5 + 2 * export.INT8_DROPPED), (3.0, 0.0), (3.0, 0.0)],
+     "course-head crops to the face check"),
+])
+def test_no_int8_copy_when_a_head_loses_accuracy(two_head_export, tmp_path, monkeypatch, readings, named):
+    """A head losing more than INT8_TOLERANCE NME points, or dropping INT8_DROPPED % more crops to
+    the face check, refuses the int8 copy, even when the other head keeps its accuracy: one line
+    naming what was lost, the old copy kept."""
+    _, pt, previous, _, tmp = two_head_export
+    out, int8 = tmp_path / "m.onnx", tmp_path / "m.int8.onnx"
+    shutil.copy(export.int8_path(previous), int8)
+    monkeypatch.setenv("FKP_DATA", str(tmp / "data"))
+    monkeypatch.setenv("FKP_WILD", str(tmp / "wild"))
+    readings = iter(readings)
+    monkeypatch.setattr(export, "crop_reading", lambda *args: next(readings))
+    with pytest.raises(SystemExit) as exit_info:
+        export.main(["--model", pt, "--out", str(out), "--crops", "2", "--int8-crops", "2"])
+    message = str(exit_info.value)
+    assert "not written" in message and named in message and message.split("loses")[1].count("head") == 1
+    assert "\n" not in message
+    assert int8.read_bytes() == open(export.int8_path(previous), "rb").read()
+    assert sorted(os.listdir(tmp_path)) == ["m.int8.onnx", "m.onnx"]
+
+
+def test_a_two_head_model_without_a_wild_set_gets_no_int8_copy(two_head_export, tmp_path, monkeypatch,
+                                                                capsys):
+    """Its 300w head could be neither calibrated nor checked: the float export is written, the int8
+    copy is not, and a note says why."""
+    _, pt, _, _, tmp = two_head_export
+    monkeypatch.setenv("FKP_DATA", str(tmp / "data"))
+    monkeypatch.setenv("FKP_WILD", str(tmp_path / "no-wild"))
+    export.main(["--model", pt, "--out", str(tmp_path / "m.onnx"), "--crops", "2", "--int8-crops", "2"])
+    assert "no in-the-wild set" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx"]
+
+
+def test_the_onnx_backend_reads_either_head_of_the_export(two_head_export):
+    model, _, onnx_path, _, _ = two_head_export
+    crops = np.random.default_rng(5).random((3, 1, 48, 48), dtype=np.float32)
+    expected = torch_output(model, crops)
+    for head, convention in enumerate(["course", "300w"]):
+        backend = backends.OnnxModel(onnx_path, threads=1, convention=convention)
+        assert backend.conventions == ("course", "300w") and backend.convention == convention
+        np.testing.assert_allclose(backends.predict_normalized(backend, crops),
+                                   expected[:, head].reshape(3, 68, 2), atol=export.TOLERANCE)

@@ -15,11 +15,11 @@ LAYERS = ["facial_keypoints.face_crop", "facial_keypoints.media", "models", "met
           "make_overlays", "data_load", "facial_keypoints.backends", "facial_keypoints.tracking",
           "facial_keypoints.runner", "facial_keypoints.detect", "facial_keypoints",
           "facial_keypoints.__main__", "detect", "train", "evaluate", "export", "filters", "cluster",
-          "jitter", "get_data", "dlib_baseline", "bench_speed", "bench_accuracy", "bench"]
+          "jitter", "get_data", "dlib_baseline", "pseudo_label", "bench_speed", "bench_accuracy", "bench"]
 BENCHMARK = {"dlib_baseline", "bench_speed", "bench_accuracy", "bench"}
 INFERENCE = {name for name in LAYERS if name.startswith(PACKAGE)} | {"cluster"}
-NOT_FOR_INFERENCE = BENCHMARK | {"train", "filters", "evaluate", "export", "jitter", "get_data", "data_load",
-                                 "metrics", "degradations", "make_overlays"}
+NOT_FOR_INFERENCE = BENCHMARK | {"train", "filters", "evaluate", "export", "jitter", "get_data",
+                                 "pseudo_label", "data_load", "metrics", "degradations", "make_overlays"}
 NOT_FOR_TRAINING = BENCHMARK | {"facial_keypoints.backends", "facial_keypoints.tracking",
                                 "facial_keypoints.runner", "facial_keypoints.detect", "detect", "evaluate",
                                 "filters", "export", "jitter"}

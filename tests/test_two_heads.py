@@ -211,6 +211,9 @@ def test_a_tiny_joint_run_trains_both_heads_saves_and_loads_back(two_sets, tmp_p
     assert meta["arch"] == "twohead-net" and meta["model_options"] == {"widths": [4, 4, 8, 8, 8]}
     assert meta["conventions"] == ["course", "300w"] and meta["pretrained"] is None
     assert meta["val_nme"] == history[-1]["val_nme"] and meta["wild_val_nme"] == history[-1]["wild_val_nme"]
+    # What it trained on, by source (the validation photo's faces not among them), and on what terms
+    assert meta["trained_on"] == {"course": 8, "lfpw": 2, "helen": 2, "afw": 1}
+    assert "non-commercial" in meta["data_terms"]
     ckpt = torch.load(out + ".ckpt", weights_only=True)
     assert all(torch.equal(ckpt["model"][k], v) for k, v in model.state_dict().items())
     with torch.no_grad():

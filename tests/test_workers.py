@@ -160,7 +160,7 @@ def test_export_writes_an_int8_copy_beside_the_onnx_file(training_faces, tmp_pat
         export.main(["--model", backends.DEFAULT_MODEL, "--out", str(out), "--crops", "4"])
     int8 = backends.OnnxModel(export.int8_path(str(out)))
     assert int8.meta["source_sha256"] == backends.sha256(backends.DEFAULT_MODEL)
-    assert os.path.getsize(int8.path) < 0.4 * os.path.getsize(out)
+    assert os.path.getsize(int8.path) < 0.5 * os.path.getsize(out)  # the stem and heads stay float
     assert sorted(os.listdir(tmp_path)) == ["data", "m.int8.onnx", "m.onnx"]  # no temporary files left
 
 
