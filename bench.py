@@ -119,14 +119,17 @@ def accuracy_tables(args, dlib_pipeline, csv_file, images_dir, folder, meta):
     return tables, (ours, theirs)
 
 
+WILD_SKIPPED = "This run found no in-the-wild set"
+
+
 def wild_table(args, dlib_pipeline, folder, detector):
     """The in-the-wild table: ours (its 300w head, where the model has one) and dlib on the faces of
     the wild set's validation photos, after wild_sentences; a note instead when there is no wild set."""
     found = wild_val_csv(folder)
     if found is None:
         print(f"note: no in-the-wild set at {os.path.abspath(wild_dir())} (set FKP_WILD): no in-the-wild row")
-        return ("This run found no in-the-wild set (`FKP_WILD`, else `./data-wild`), so the row was skipped: "
-                "set FKP_WILD to fkp-wild's folder and run bench.py again.")
+        return (f"{WILD_SKIPPED} (`FKP_WILD`, else `./data-wild`), so the row was skipped: set FKP_WILD to "
+                "fkp-wild's folder and run bench.py again.")
     csv_file, images_dir = found
     csv_file = subset_csv(csv_file, args.limit, folder)
     print("in-the-wild photos: both pipelines on the wild validation photos' faces ...", flush=True)
@@ -255,9 +258,12 @@ pipelines, protocol and measures as above.
 
 
 def wild_section(tables):
-    """The in-the-wild part of the report, beside the accuracy table: the table, or why it is absent."""
+    """The in-the-wild part of the report, beside the accuracy table: the table, or why it is absent
+    (wild_table's note, a string that starts as WILD_SKIPPED)."""
     if "wild" not in tables:
         return ""
+    if tables["wild"].startswith(WILD_SKIPPED):
+        return f"\n### In-the-wild photos\n\n{tables['wild']}\n"
     return f"""
 ### In-the-wild photos
 

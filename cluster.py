@@ -30,7 +30,7 @@ import cv2
 from tqdm import tqdm
 
 from facial_keypoints import detect, media, runner
-from facial_keypoints.backends import limit_threads, sha256
+from facial_keypoints.backends import ConventionError, limit_threads, sha256
 from facial_keypoints.media import DataError, OneLineParser, one_line
 
 try:
@@ -306,6 +306,9 @@ def write_json(args):
             failures = len(steps)
             print(*steps, sep="\n", file=sys.stderr)
         out.close()
+    except ConventionError as error:  # an option the model cannot honour: a usage error, as in detect.py
+        print(f"{PROGRAM}: {error}", file=sys.stderr)
+        return 2
     except (DataError, OSError, TimeoutError) as error:
         print(f"{PROGRAM}: {error}", file=sys.stderr)
         return 1

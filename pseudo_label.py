@@ -6,15 +6,16 @@
 The teacher is dlib's 68-point pipeline (dlib_baseline.DlibPipeline; pip install -r
 requirements-bench.txt). Its model was trained on 300-W, so its points are in the 300-W labelling
 convention, the one the two-head network's `300w` head learns. In each photo the face nearest the
-centre (LFW's photos are centred on one face) is read twice, on the photo and on its mirror image with the
-mirrored box, and the mirror reading's points are mirrored back. A face is kept when the two
-readings agree (their NME at most MAX_DISAGREEMENT); its label is their mean, which halves the
-teacher's left-right bias. At most --per-person faces are kept per person (LFW names a person's
-photos `<Person>_<k>`, "the name before the last `_`"), the first that agree in name order: new
-people, not more photos of the same ones, are what faces never seen need. Each kept face gets a .pts
-file (1-based points, as 300-W's) beside a link to its photo in --out; a summary line says how many
-were kept. The labels inherit the teacher's terms: dlib's model is for research and non-commercial
-use, as 300-W is.
+centre (LFW's photos are centred on one face) is read twice, on the photo and on its mirror image
+with the mirrored box, and the mirror reading's points are mirrored back. A face is kept when the
+two readings agree (their NME at most MAX_DISAGREEMENT); its label is their mean, in which a bias
+that mirrors with the photo cancels. At most --per-person faces are kept per person (LFW names a
+person's photos `<Person>_<k>`, "the name before the last `_`"), the first that agree in name order:
+new people, not more photos of the same ones, are what faces never seen need. Each kept face gets a
+.pts file (1-based points, as 300-W's) beside a link to its photo in --out; a summary line says how
+many were kept. LFW's people include the course's: train.py leaves out the LFW faces of the course
+people a run holds out (its validation people, the unseen people). The labels inherit the teacher's
+terms: dlib's model is for research and non-commercial use, as 300-W is.
 """
 
 import argparse
@@ -30,9 +31,9 @@ from facial_keypoints.face_crop import FLIP_PERMUTATION
 from facial_keypoints.media import DataError, OneLineParser, identity_of, inside, one_line
 from metrics import nme_per_face
 
-# The most two readings of a face may disagree (NME, a fraction of the outer-eye-corner distance):
-# the face check's limit (facial_keypoints.detect.MAX_FLIP_DISAGREEMENT), chosen on validation
-# people for the same question: is this reading to be trusted?
+# The most two readings of a face may disagree, as NME (a fraction of the outer-eye-corner
+# distance): a teacher whose points move by more under a mirror is guessing. A round limit, not
+# tuned (docs/EXPERIMENTS.md has how many faces it keeps).
 MAX_DISAGREEMENT = 0.05
 PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -74,10 +75,10 @@ def write_pts(path, points):
     os.replace(path + ".tmp", path)
 
 
-def label_folder(photos_dir, out, pipeline, per_person=1, limit=0, progress=True):
+def label_folder(photos_dir, out, pipeline, per_person=1, progress=True):
     """Label the photos of photos_dir into out, at most `per_person` faces a person (0: all);
     returns (photos, found, kept, disagreements)."""
-    names = sorted(n for n in os.listdir(photos_dir) if n.lower().endswith(PHOTO_EXTENSIONS))[:limit or None]
+    names = sorted(n for n in os.listdir(photos_dir) if n.lower().endswith(PHOTO_EXTENSIONS))
     if not names:
         raise DataError(f"{photos_dir}: no photos (.jpg, .jpeg, .png)")
     os.makedirs(out, exist_ok=True)
@@ -102,9 +103,7 @@ def label_folder(photos_dir, out, pipeline, per_person=1, limit=0, progress=True
         kept += 1
         kept_of[person] = kept_of.get(person, 0) + 1
         stem = os.path.splitext(name)[0]
-        link = os.path.join(out, name)
-        if not os.path.lexists(link):
-            os.symlink(os.path.abspath(path), link)
+        os.symlink(os.path.abspath(path), os.path.join(out, name))
         write_pts(os.path.join(out, stem + ".pts"), (direct + mirrored) / 2)
     return len(names), found, kept, np.array(disagreements)
 
@@ -117,15 +116,16 @@ def main(argv=None):
     parser.add_argument("--per-person", type=int, default=1, metavar="N",
                         help="faces kept per person, the name before the last _ (0: every face)")
     args = parser.parse_args(argv)
+    if args.per_person < 0:
+        parser.error(f"--per-person {args.per_person}: a whole number, 0 or more")
     try:
         if not os.path.isdir(args.photos):
             raise DataError(f"{args.photos}: no such folder")
         if inside(args.out, args.photos):
             raise DataError(f"--out {args.out}: inside the photos' folder; choose another --out")
-        if os.path.exists(args.out) and not os.path.isdir(args.out):
-            raise DataError(f"--out {args.out}: exists and is not a folder; choose another --out")
-        if args.per_person < 0:
-            raise DataError(f"--per-person {args.per_person}: a whole number, 0 or more")
+        if os.path.exists(args.out) and not (os.path.isdir(args.out) and not os.listdir(args.out)):
+            raise DataError(f"--out {args.out}: exists and is not an empty folder (labels of another run "
+                            "would mix with these); choose another --out")
         photos, found, kept, disagreements = label_folder(args.photos, args.out, DlibPipeline(),
                                                           args.per_person, progress=sys.stderr.isatty())
     except DataError as e:
@@ -133,7 +133,8 @@ def main(argv=None):
     except OSError as e:
         sys.exit(f"pseudo_label.py: {e.filename or ''}: {one_line(e)}")
     except KeyboardInterrupt:
-        sys.exit("pseudo_label.py: interrupted; the faces labelled so far are in --out")
+        sys.exit("pseudo_label.py: interrupted; the faces labelled so far are in --out (import them, or "
+                 "delete it to start again)")
     median = float(np.median(disagreements)) if len(disagreements) else float("nan")
     print(f"{args.out}: {kept} of {photos} photos labelled ({found} faces read; kept where the two "
           f"readings agree within {MAX_DISAGREEMENT:.0%}, {args.per_person or 'all'} a person; median "

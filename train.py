@@ -6,7 +6,9 @@
 
 The shipped model (then copied to facial_keypoints/saved_models/) is one run of the two-head
 network on the course data and an in-the-wild set: fkp-wild's 300-W faces and LFW faces that
-dlib's model labelled (pseudo_label.py), in ./data-wild:
+dlib's model labelled (pseudo_label.py), in ./data-wild. The shipped weights are this run on a lent
+GPU (their metadata's trained_where says how); the LFW faces of the course people a run holds out
+stay out (build_wild_datasets). In ./data-wild:
 
     python pseudo_label.py ../shared/lfw --out outputs/lfw-pts
     cp -r ../shared/fkp-wild data-wild
@@ -87,7 +89,7 @@ LOSSES = ("wing", "mse", "l1")
 NET_HEAD = "integral"
 # What a model trained on the in-the-wild set may be used for: the terms of its photos and labels
 # (300-W's; LFW's photos; dlib's model, which labelled them, shares 300-W's terms).
-WILD_DATA_TERMS = "300-W and LFW: research and non-commercial use only"
+NON_COMMERCIAL = "research and non-commercial use only"
 # The architectures whose fresh runs start from pretrained weights (models.TwoHeadNet's pretrained).
 PRETRAINED_ARCHS = ("twohead-efficientnet",)
 WARMUP_EPOCHS = 1  # of linear learning-rate warm-up: until batch norm's statistics settle
@@ -258,12 +260,20 @@ def wild_csv():
     return csv_file
 
 
-def wild_rows(csv_file, limit=0):
+def wild_person(name):
+    """Who a wild face is, as far as its name says: LFW names its photos after the person as the
+    course does (`lfw-Aaron_Eckhart_0001_0.jpg`: Aaron_Eckhart); 300-W's names are numbers."""
+    return media.identity_of(media.identity_of(name).split("-", 1)[-1])
+
+
+def wild_rows(csv_file, limit=0, exclude=()):
     """The wild set's (training, validation) rows: the faces of the photos of media.wild_val_photos()
-    validate, every other face trains; `limit`: the first rows only."""
+    validate; every other face trains, but those of the people in `exclude` (course people whom
+    the run holds out, in other photos); `limit`: the first rows only."""
     names = list(media.read_keypoints_csv(csv_file).iloc[:, 0])[:limit or None]
     held_out = media.wild_val_photos()
-    train = [i for i, name in enumerate(names) if media.identity_of(name) not in held_out]
+    train = [i for i, name in enumerate(names)
+             if media.identity_of(name) not in held_out and wild_person(name) not in exclude]
     val = [i for i, name in enumerate(names) if media.identity_of(name) in held_out]
     return train, val
 
@@ -273,7 +283,13 @@ def build_wild_datasets(args, progress=False):
     carry the 300-W convention (models.CONVENTIONS index 1). The validation set is None when empty."""
     csv_file = wild_csv()
     images = os.path.join(media.wild_dir(), "training")
-    train_idx, val_idx = wild_rows(csv_file, args.limit)
+    # The course people the run holds out (its validation people; the unseen people unless
+    # --unseen) stay out in their LFW photos too.
+    course_csv = os.path.join(args.data, "training_frames_keypoints.csv")
+    course_names = list(media.read_keypoints_csv(course_csv).iloc[:, 0])
+    exclude = {media.identity_of(course_names[i]) for i in split_rows(args)[1]}
+    exclude |= set() if args.unseen else set(media.unseen_people())
+    train_idx, val_idx = wild_rows(csv_file, args.limit, exclude)
     train_set = CachedFaceDataset(csv_file, images, args.input_size, train=args.augment, indices=train_idx,
                                   progress=progress, rotation=args.rotation,
                                   convention=models.CONVENTIONS.index("300w"),
@@ -676,6 +692,12 @@ def trained_on(train_set):
     return counts
 
 
+def data_terms(sources):
+    """The terms of the in-the-wild photos a model trained on (trained_on's sources)."""
+    sets = "300-W and LFW" if "lfw" in sources else "300-W"
+    return f"{sets}: {NON_COMMERCIAL}"
+
+
 def model_meta(args, model_options, steps, val_nme, train_seconds, command_history, device="cpu",
                init_saw_unseen=False, wild_val_nme=None, pretrained=None, sources=None):
     """What a saved model carries besides its weights: network, crop, training (Notebook 2's too).
@@ -691,7 +713,7 @@ def model_meta(args, model_options, steps, val_nme, train_seconds, command_histo
                 device=str(device), torch=str(torch.__version__), created=time.strftime("%Y-%m-%d %H:%M:%S"))
     if two_heads(args.arch):
         meta.update(conventions=list(models.CONVENTIONS), wild_val_nme=wild_val_nme, pretrained=pretrained,
-                    trained_on=sources, data_terms=WILD_DATA_TERMS)
+                    trained_on=sources, data_terms=data_terms(sources or {}))
     return meta
 
 

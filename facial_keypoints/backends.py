@@ -244,8 +244,9 @@ def shipped_onnx_model(convention=None):
     digest = sha256(DEFAULT_MODEL) if os.path.isfile(DEFAULT_MODEL) else None
     for path in (DEFAULT_INT8_MODEL, DEFAULT_ONNX_MODEL):
         if os.path.isfile(path):
-            model = OnnxModel(path, convention=convention)
+            model = OnnxModel(path)
             if model.meta.get("source_sha256") == digest or not installed("torch"):
+                use_convention(model, convention)  # of the file in use, not of a stale one
                 return model
     return None
 

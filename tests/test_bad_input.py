@@ -813,6 +813,8 @@ def cluster_case(name, extra, status, message, setup=None, argv=CLUSTER, unchang
 
 CASES += [
     cluster_case("cluster-scheduler-not-a-url", ["--scheduler", "not a url"], 2, "--scheduler not a url"),
+    cluster_case("cluster-convention-the-model-lacks", ["--convention", "300w"], 2,
+                 "model.pt: --convention 300w: the model has no 300w head"),
     cluster_case("cluster-timeout-nan", ["--scheduler", "tcp://127.0.0.1:8786", "--timeout", "nan"], 2,
                  "--timeout nan"),
     cluster_case("cluster-timeout-negative", ["--scheduler", "tcp://127.0.0.1:8786", "--timeout", "-1"], 2,

@@ -57,7 +57,7 @@ def two_head_pt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def one_head_pt(tmp_path_factory):
-    """A course Net .pt whose metadata predates `conventions`, as the shipped one's."""
+    """A course Net .pt whose metadata predates `conventions`, as Notebook 2's course_model.pt."""
     model = models.Net(SIZE, widths=[4] * 5)
     set_constant_face(model.keypoint_maps, FACES["course"], models.feature_map_side(SIZE))
     path = str(tmp_path_factory.mktemp("models") / "course_net.pt")
@@ -118,6 +118,12 @@ def test_a_one_head_model_reads_course_by_default_and_has_no_300w_head(one_head_
     lacks = r"course_net\.pt: --convention 300w: the model has no 300w head"
     with pytest.raises(ConventionError, match=lacks):
         detect.KeypointDetector(one_head_pt, convention="300w")
+
+
+def test_the_package_names_the_two_heads_in_the_networks_order():
+    """backends cannot import models (PyTorch): its copy of the order must be the network's, or a
+    model without the metadata key would be read on the wrong head."""
+    assert backends.TWO_HEAD_CONVENTIONS == models.CONVENTIONS
 
 
 def test_the_conventions_come_from_the_metadata_else_from_the_output_shape():

@@ -121,15 +121,27 @@ def test_faces_whose_two_readings_agree_are_kept_labelled_with_their_mean(tmp_pa
     (["missing", "--out", "o"], "pseudo_label.py: missing: no such folder"),
     (["lfw", "--out", "lfw/o"], "pseudo_label.py: --out lfw/o: inside the photos' folder; choose another "
                                 "--out"),
-    (["lfw", "--out", "file.txt"], "pseudo_label.py: --out file.txt: exists and is not a folder; choose "
-                                   "another --out"),
-    (["lfw", "--out", "o", "--per-person", "-1"], "pseudo_label.py: --per-person -1: a whole number, 0 or "
-                                                  "more"),
+    (["lfw", "--out", "file.txt"], "pseudo_label.py: --out file.txt: exists and is not an empty folder "
+                                   "(labels of another run would mix with these); choose another --out"),
+    (["lfw", "--out", "full"], "pseudo_label.py: --out full: exists and is not an empty folder (labels of "
+                               "another run would mix with these); choose another --out"),
 ])
 def test_bad_input_is_one_line(tmp_path, args, line):
     (tmp_path / "lfw").mkdir()
     (tmp_path / "file.txt").write_text("keep me")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "Old_0001.pts").write_text("an earlier run's")
     done = subprocess.run([sys.executable, os.path.join(ROOT, "pseudo_label.py"), *args], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and done.stderr.strip() == line, done.stderr
     assert (tmp_path / "file.txt").read_text() == "keep me" and not (tmp_path / "o").exists()
+    assert os.listdir(tmp_path / "full") == ["Old_0001.pts"]
+
+
+def test_a_negative_per_person_is_a_usage_error(tmp_path):
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "pseudo_label.py"), str(tmp_path), "--out",
+                           str(tmp_path / "o"), "--per-person", "-1"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr == ("pseudo_label.py: --per-person -1: a whole number, 0 or "
+                                                    "more (--help lists the options)\n")
+    assert not (tmp_path / "o").exists()

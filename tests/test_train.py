@@ -148,7 +148,7 @@ def test_the_shipped_recipe_is_the_docstring_s():
     the model records (less --out), and the data it names (the LFW faces pseudo_label.py labels,
     the 300-W faces) is what the model says it trained on."""
     _, meta = load_model("facial_keypoints/saved_models/keypoints_model.pt")
-    recipe = train.__doc__.split("in ./data-wild:")[1].split("\n\n")[1]
+    recipe = train.__doc__.split("In ./data-wild:")[1].split("\n\n")[1]
     commands = [shlex.split(line) for line in recipe.strip().splitlines()]
     assert commands[0][:2] == ["python", "pseudo_label.py"] and commands[-1][0] == "FKP_WILD=data-wild"
     training = commands[-1][1:]

@@ -268,3 +268,24 @@ def test_save_and_load_keep_a_two_head_network(tmp_path):
     save_model(TwoHeadNet(SIZE, backbone="net"), str(tmp_path / "m.pt"), meta)
     with pytest.raises(models.ModelFileError, match="does not match the architecture"):
         load_model(str(tmp_path / "m.pt"))
+
+
+@pytest.mark.parametrize("unseen", [False, True])
+def test_course_people_the_run_holds_out_stay_out_in_their_lfw_photos(tmp_path, monkeypatch, unseen):
+    """LFW names its photos after the person, as the course does: the LFW faces of the run's
+    validation people, and of the unseen people unless --unseen, do not train."""
+    course = write_faces(tmp_path / "course", [f"Person_{i % 6}_{i:02d}.jpg" for i in range(12)])
+    lfw = [f"lfw-Person_{i}_0001_0.jpg" for i in range(6)]
+    wild = write_faces(tmp_path / "wild", [*lfw, "lfw-Other_Man_0001_0.jpg", "lfpw-0001_0.jpg"], seed=1)
+    monkeypatch.setenv("FKP_WILD", wild)
+    real = media.unseen_people  # it reads the wild validation photos' list too
+    monkeypatch.setattr(media, "unseen_people", lambda *path: real(*path) if path else {"Person_5"})
+    args = train.parse_args(["--arch", "twohead-net", "--data", course, "--input-size", "48",
+                             "--val-fraction", "0.34", *(["--unseen"] if unseen else [])])
+    course_train, course_val = train.build_datasets(args)
+    wild_train, _ = train.build_wild_datasets(args)
+    val_people = {media.identity_of(name) for name in course_val.names}
+    assert len(val_people) == 2 and (unseen or "Person_5" not in val_people)  # 2 of the 5 (6) people
+    kept = {train.wild_person(name) for name in wild_train.names}
+    out = val_people | (set() if unseen else {"Person_5"})
+    assert kept == {f"Person_{i}" for i in range(6)} - out | {"Other_Man", "0001"}
