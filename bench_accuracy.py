@@ -25,12 +25,11 @@ from dlib_baseline import apply_point_offsets, predict_with_dlib
 from facial_keypoints.detect import FaceDetector
 from facial_keypoints.media import (
     DataError,
-    identity_of,
+    in_wild_val_photos,
     load_image,
     read_keypoints_csv,
     to_gray,
     wild_dir,
-    wild_val_photos,
 )
 from metrics import summarize
 
@@ -81,7 +80,7 @@ def wild_val_csv(folder):
     if not os.path.isfile(csv_file):
         return None
     frame = read_keypoints_csv(csv_file)
-    frame = frame[frame.iloc[:, 0].map(identity_of).isin(wild_val_photos())]
+    frame = frame[in_wild_val_photos(frame.iloc[:, 0])]
     if frame.empty:
         raise DataError(f"{csv_file}: none of its faces is from a photo of splits/wild_val_photos.txt")
     path = os.path.join(folder, "wild_val_photos.csv")

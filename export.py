@@ -58,12 +58,11 @@ from facial_keypoints.media import (
     DataError,
     OneLineParser,
     data_path,
-    identity_of,
+    in_wild_val_photos,
     one_line,
     read_keypoints_csv,
     reserve_file_output,
     wild_dir,
-    wild_val_photos,
 )
 from metrics import nme_per_face
 from models import CONVENTIONS, ModelFileError, TwoHeadNet, load_model
@@ -129,9 +128,8 @@ def labelled_faces(convention, purpose):
     if not os.path.isfile(csv_file):
         raise DataError(f"no in-the-wild set at {os.path.abspath(wild_dir())} (set FKP_WILD) for the "
                         f"{convention} head")
-    held_out = wild_val_photos()
-    names = read_keypoints_csv(csv_file).iloc[:, 0]
-    rows = [i for i, name in enumerate(names) if (identity_of(name) in held_out) == (purpose == "check")]
+    held_out = in_wild_val_photos(read_keypoints_csv(csv_file).iloc[:, 0])
+    rows = [i for i, val in enumerate(held_out) if val == (purpose == "check")]
     if not rows:
         raise DataError(f"{csv_file}: no faces for the {convention} head's int8 {purpose}")
     return csv_file, os.path.join(wild_dir(), "training"), rows

@@ -271,10 +271,9 @@ def wild_rows(csv_file, limit=0, exclude=()):
     validate; every other face trains, but those of the people in `exclude` (course people whom
     the run holds out, in other photos); `limit`: the first rows only."""
     names = list(media.read_keypoints_csv(csv_file).iloc[:, 0])[:limit or None]
-    held_out = media.wild_val_photos()
-    train = [i for i, name in enumerate(names)
-             if media.identity_of(name) not in held_out and wild_person(name) not in exclude]
-    val = [i for i, name in enumerate(names) if media.identity_of(name) in held_out]
+    held_out = media.in_wild_val_photos(names)
+    train = [i for i, name in enumerate(names) if not held_out[i] and wild_person(name) not in exclude]
+    val = [i for i in range(len(names)) if held_out[i]]
     return train, val
 
 

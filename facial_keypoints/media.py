@@ -142,6 +142,13 @@ def wild_val_photos(path=WILD_VAL_PHOTOS):
     return unseen_people(path)
 
 
+def in_wild_val_photos(names):
+    """For each face name of the wild set, whether its photo is in the validation split: the one
+    rule training, export and the benchmark hold out and score by (the split read once)."""
+    held_out = wild_val_photos()
+    return [identity_of(name) in held_out for name in names]
+
+
 def model_file_problem(path):
     """Why `path` cannot be read as a model file, in a few words, or None. Asked before opening
     it: reading a pipe waits for a writer, and "no such file" would mislead about a folder, a pipe
