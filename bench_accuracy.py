@@ -29,7 +29,8 @@ from facial_keypoints.media import (
     load_image,
     read_keypoints_csv,
     to_gray,
-    wild_dir,
+    wild_csv,
+    wild_images,
 )
 from metrics import summarize
 
@@ -76,7 +77,7 @@ def wild_val_csv(folder):
     holds out) as a labelled CSV written in `folder`: (CSV path, the folder of its images), or None
     when there is no in-the-wild set at media.wild_dir(). DataError when the set holds none of
     those photos' faces."""
-    csv_file = os.path.join(wild_dir(), "training_frames_keypoints.csv")
+    csv_file = wild_csv()
     if not os.path.isfile(csv_file):
         return None
     frame = read_keypoints_csv(csv_file)
@@ -85,7 +86,7 @@ def wild_val_csv(folder):
         raise DataError(f"{csv_file}: none of its faces is from a photo of splits/wild_val_photos.txt")
     path = os.path.join(folder, "wild_val_photos.csv")
     frame.to_csv(path, index=False)
-    return path, os.path.join(wild_dir(), "training")
+    return path, wild_images()
 
 
 def wild_accuracy(model_path, dlib_pipeline, csv_file, images_dir, backend="auto", convention=None):

@@ -29,7 +29,6 @@ report says so; `--convention` scores the head it names whatever the labels.
 """
 
 import os
-import re
 import sys
 import tempfile
 import time
@@ -58,14 +57,12 @@ from facial_keypoints.media import (
     stop_between_steps,
     to_gray,
     unseen_people,
+    wild_source,
 )
 from metrics import format_summary, summarize
 
 SPLITS = ("test", "unseen")
 PROTOCOLS = ("pipeline", "crop", "labelled-box")
-# get_data.py's names for the faces it imports from 300-W's layout, `<source>-<photo>_<face>.jpg`
-# (its SOURCE_NAME, then the hyphen): how labels_convention tells a 300-W-style set by its rows.
-WILD_NAME = re.compile(r"[a-z0-9]+-")
 
 # Degraded copies (--degrade): each test image made worse the way a poor photo is, to see what the
 # pipeline loses, with degradations.py's operations (training's --photo-augment draws them at random
@@ -318,8 +315,9 @@ def unseen_split_csv(folder):
 
 def labels_convention(names):
     """The labelling convention of a set whose images are `names`: "300w" when every file name
-    (without its folders) starts as WILD_NAME's, else "course" (see the module docstring)."""
-    wild = [WILD_NAME.match(os.path.basename(name)) is not None for name in names]
+    starts with a source of the in-the-wild set (media.wild_source), else "course" (see the module
+    docstring)."""
+    wild = [wild_source(name) is not None for name in names]
     return "300w" if wild and all(wild) else "course"
 
 

@@ -50,10 +50,11 @@ from facial_keypoints.backends import (
     TorchModel,
     check_meta,
     check_model_file,
+    mapped_back,
     sha256,
 )
 from facial_keypoints.detect import MAX_FLIP_DISAGREEMENT, flip_disagreement
-from facial_keypoints.face_crop import FLIP_PERMUTATION, NUM_KEYPOINTS
+from facial_keypoints.face_crop import NUM_KEYPOINTS
 from facial_keypoints.media import (
     DataError,
     OneLineParser,
@@ -62,7 +63,9 @@ from facial_keypoints.media import (
     one_line,
     read_keypoints_csv,
     reserve_file_output,
+    wild_csv,
     wild_dir,
+    wild_images,
 )
 from metrics import nme_per_face
 from models import CONVENTIONS, ModelFileError, TwoHeadNet, load_model
@@ -124,7 +127,7 @@ def labelled_faces(convention, purpose):
     if convention == "course":
         split = "test" if purpose == "check" else "training"
         return data_path(f"{split}_frames_keypoints.csv"), data_path(split), None
-    csv_file = os.path.join(wild_dir(), "training_frames_keypoints.csv")
+    csv_file = wild_csv()
     if not os.path.isfile(csv_file):
         raise DataError(f"no in-the-wild set at {os.path.abspath(wild_dir())} (set FKP_WILD) for the "
                         f"{convention} head")
@@ -132,7 +135,7 @@ def labelled_faces(convention, purpose):
     rows = [i for i, val in enumerate(held_out) if val == (purpose == "check")]
     if not rows:
         raise DataError(f"{csv_file}: no faces for the {convention} head's int8 {purpose}")
-    return csv_file, os.path.join(wild_dir(), "training"), rows
+    return csv_file, wild_images(), rows
 
 
 def dataset_crops(csv_file, images_dir, rows, size, n, train=False, seed=0):
@@ -242,7 +245,7 @@ def crop_reading(run, crops, keypoints, head=None):
     n = len(crops)
     out = run(np.concatenate([crops, crops[..., ::-1]]))
     out = (out if head is None else out[:, head]).reshape(-1, NUM_KEYPOINTS, 2)
-    direct, mirrored = out[:n], out[n:, FLIP_PERMUTATION] * np.array([-1, 1], dtype=out.dtype)
+    direct, mirrored = out[:n], mapped_back(out[n:])
     dropped = flip_disagreement(direct, mirrored) > MAX_FLIP_DISAGREEMENT
     return 100 * float(np.mean(nme_per_face((direct + mirrored) / 2, keypoints))), 100 * float(dropped.mean())
 

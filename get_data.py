@@ -43,7 +43,15 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from facial_keypoints.media import DataError, OneLineParser, data_dir, read_keypoints_csv, wild_dir
+from facial_keypoints.media import (
+    SOURCE_NAME,
+    DataError,
+    OneLineParser,
+    data_dir,
+    read_keypoints_csv,
+    wild_dir,
+    wild_source,
+)
 
 COURSE_URL = ("https://s3.amazonaws.com/video.udacity-data.com/topher/2018/May/"
               "5aea1b91_train-test-data/train-test-data.zip")
@@ -60,8 +68,6 @@ MAX_BOX_SIDE = 120
 JPEG_QUALITY = 92
 NUM_POINTS = 68
 PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png")  # the 300-W sets' photos
-# --source: "-" ends it and "_" ends the photo in the image names it starts.
-SOURCE_NAME = re.compile(r"[a-z0-9]+")
 
 
 def has_layout(folder):
@@ -401,7 +407,7 @@ def get_wild(pts_dir, source, dest=None, progress=True):
     Returns dest. Raises DataError on any problem, leaving dest's set as it was."""
     dest = os.path.abspath(dest or wild_dir())
     names, keypoints = wild_faces_at(dest)
-    held = sum(name.startswith(f"{source}-") for name in names)
+    held = sum(wild_source(name) == source for name in names)
     if held:
         print(f"{dest}: already holds {held} {source} faces; left alone (move the set away to import "
               "them again)")

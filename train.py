@@ -6,9 +6,9 @@
 
 The shipped model (then copied to facial_keypoints/saved_models/) is one run of the two-head
 network on the course data and an in-the-wild set: fkp-wild's 300-W faces and LFW faces that
-dlib's model labelled (pseudo_label.py), in ./data-wild. The shipped weights are this run on a lent
-GPU (their metadata's trained_where says how); the LFW faces of the course people a run holds out
-stay out (build_wild_datasets). In ./data-wild:
+dlib's model labelled (pseudo_label.py), in ./data-wild: the shipped weights are this recipe's run
+on a 2-core CPU, then `python export.py`. The LFW faces of the course people a run holds out stay
+out (train_data.build_wild_datasets). In ./data-wild:
 
     python pseudo_label.py ../shared/lfw --out outputs/lfw-pts
     cp -r ../shared/fkp-wild data-wild
@@ -37,11 +37,9 @@ head on the wild validation photos (wild_val_nme).
 import argparse
 import math
 import os
-import random
 import shlex
 import sys
 import time
-import warnings
 import zipfile
 from dataclasses import dataclass, field
 
@@ -52,10 +50,28 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 import models
-from data_load import CachedFaceDataset, photo_options
 from facial_keypoints import media
 from facial_keypoints.face_crop import CROP_MARGIN, CROP_SHIFT
 from metrics import nme_per_face
+from train_checkpoint import (
+    RUN_OPTIONS,
+    TrainingError,
+    checkpoint_model,
+    checkpoint_of,
+    load_checkpoint,
+    restore_progress,
+    seed_all,
+)
+from train_data import (  # split_rows: Notebook 2 reads the run's rows as train.split_rows
+    PHOTO_GROUPS_USED,
+    build_datasets,
+    build_wild_datasets,
+    data_terms,
+    existing_wild_csv,
+    split_rows,  # noqa: F401
+    trained_on,
+    two_heads,
+)
 
 DEFAULTS = dict(
     arch="net",            # models.ARCHITECTURES; twohead-*: models.TwoHeadNet, also on the wild set
@@ -87,29 +103,13 @@ LOSSES = ("wing", "mse", "l1")
 # The head train.py gives Net (also Net's default, recorded in every model file): integral regression
 # beat the course's fully-connected head at the same budget (docs/EXPERIMENTS.md, output heads).
 NET_HEAD = "integral"
-# What a model trained on the in-the-wild set may be used for: the terms of its photos and labels
-# (300-W's; LFW's photos; dlib's model, which labelled them, shares 300-W's terms).
-NON_COMMERCIAL = "research and non-commercial use only"
 # The architectures whose fresh runs start from pretrained weights (models.TwoHeadNet's pretrained).
 PRETRAINED_ARCHS = ("twohead-efficientnet",)
 WARMUP_EPOCHS = 1  # of linear learning-rate warm-up: until batch norm's statistics settle
-# --photo-augment's groups of data_load.PHOTO_GROUPS, the shipped recipe's: not lighting, the
-# harshest, nor occlusion, which no test measures (docs/EXPERIMENTS.md, output heads).
-PHOTO_GROUPS_USED = ("lowres", "blur", "noise", "jpeg")
-# The options that define a run: a resumed run takes them from its checkpoint. The others say how
-# to run it (where the data and files are, threads, device) and come from the command line.
-RUN_OPTIONS = ("arch", "input_size", "widths", "init", "epochs", "batch_size", "loss", "lr", "weight_decay",
-               "val_fraction", "unseen", "seed", "augment", "rotation", "photo_augment", "limit", "max_steps")
-LENGTH_OPTIONS = ("epochs", "max_steps")  # the ones a resume may change
+LENGTH_OPTIONS = ("epochs", "max_steps")  # the RUN_OPTIONS a resume may change
 # Run options that older checkpoints record and this train.py dropped (commit ec9d21a has them),
 # with the value every run now has: a checkpoint with another value continues a run it cannot make.
 REMOVED_OPTIONS = dict(warmup_epochs=WARMUP_EPOCHS, people=1.0, photo_groups=list(PHOTO_GROUPS_USED))
-CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "step", "history", "finished", "run_options", "arch",
-                   "input_size", "model_options", "command_history", "rng")
-
-
-class TrainingError(Exception):
-    """A run that cannot start or go on (a checkpoint that does not fit, a diverged loss): one line."""
 
 
 # ---- The command line.
@@ -181,7 +181,7 @@ def as_option(name, value):
     return f"{flag} {','.join(map(str, value)) if isinstance(value, list) else value}"
 
 
-# ---- Loss, data, schedule, random number generators (seeded, saved in checkpoints, restored).
+# ---- Loss, validation, schedule, device.
 
 def wing_loss(pred, target, w=10.0, eps=2.0, scale=56.0):
     """Wing loss (Feng et al., CVPR 2018) on errors in crop pixels: log-shaped for small errors, so
@@ -209,93 +209,6 @@ class KeypointLoss(torch.nn.Module):
 
     def extra_repr(self):
         return f"{self.name!r}, input_size={self.input_size}"
-
-
-def split_by_person(csv_file, val_fraction, seed, limit=0, exclude=()):
-    """Training and validation rows: whole people held out (new faces); those in `exclude` in neither."""
-    names = list(media.read_keypoints_csv(csv_file).iloc[:, 0])[:limit or None]
-    people = sorted({media.identity_of(n) for n in names} - set(exclude))
-    rng = np.random.default_rng(seed)
-    held_out = set(rng.choice(people, size=int(round(len(people) * val_fraction)), replace=False))
-    train = [i for i, n in enumerate(names) if media.identity_of(n) not in held_out | set(exclude)]
-    val = [i for i, n in enumerate(names) if media.identity_of(n) in held_out]
-    return train, val
-
-
-def split_rows(args):
-    """The run's (training, validation) rows of the training CSV; Notebook 2's datasets use them too."""
-    csv_file = os.path.join(args.data, "training_frames_keypoints.csv")
-    exclude = () if args.unseen else media.unseen_people()
-    return split_by_person(csv_file, args.val_fraction, args.seed, args.limit, exclude)
-
-
-def two_heads(arch):
-    """Whether `arch` is the two-head network (models.TwoHeadNet), which trains on the wild set too."""
-    return arch in models.TWO_HEAD_ARCHS
-
-
-def build_datasets(args, progress=False):
-    """The course's (training, validation) sets; for the two-head network the training samples
-    carry their convention, the course's (models.CONVENTIONS index 0)."""
-    csv_file = os.path.join(args.data, "training_frames_keypoints.csv")
-    images = os.path.join(args.data, "training")
-    train_idx, val_idx = split_rows(args)
-    convention = models.CONVENTIONS.index("course") if two_heads(args.arch) else None
-    train_set = CachedFaceDataset(csv_file, images, args.input_size, train=args.augment,
-                                  indices=train_idx, progress=progress, rotation=args.rotation,
-                                  convention=convention,
-                                  **photo_options(args.photo_augment, PHOTO_GROUPS_USED))
-    val_set = CachedFaceDataset(csv_file, images, args.input_size, train=False, indices=val_idx,
-                                progress=progress) if val_idx else None
-    return train_set, val_set
-
-
-def wild_csv():
-    """The in-the-wild set's CSV (media.wild_dir()), or a DataError saying where it was looked for."""
-    csv_file = os.path.join(media.wild_dir(), "training_frames_keypoints.csv")
-    if not os.path.isfile(csv_file):
-        raise media.DataError(f"the two-head network trains on the in-the-wild set too, and there is none "
-                              f"at {os.path.abspath(media.wild_dir())} (set FKP_WILD, or import one with "
-                              f"get_data.py --pts DIR --source NAME)")
-    return csv_file
-
-
-def wild_person(name):
-    """Who a wild face is, as far as its name says: LFW names its photos after the person as the
-    course does (`lfw-Aaron_Eckhart_0001_0.jpg`: Aaron_Eckhart); 300-W's names are numbers."""
-    return media.identity_of(media.identity_of(name).split("-", 1)[-1])
-
-
-def wild_rows(csv_file, limit=0, exclude=()):
-    """The wild set's (training, validation) rows: the faces of the photos of media.wild_val_photos()
-    validate; every other face trains, but those of the people in `exclude` (course people whom
-    the run holds out, in other photos); `limit`: the first rows only."""
-    names = list(media.read_keypoints_csv(csv_file).iloc[:, 0])[:limit or None]
-    held_out = media.in_wild_val_photos(names)
-    train = [i for i, name in enumerate(names) if not held_out[i] and wild_person(name) not in exclude]
-    val = [i for i in range(len(names)) if held_out[i]]
-    return train, val
-
-
-def build_wild_datasets(args, progress=False):
-    """The wild set's (training, validation) sets, augmented as the course's; the training samples
-    carry the 300-W convention (models.CONVENTIONS index 1). The validation set is None when empty."""
-    csv_file = wild_csv()
-    images = os.path.join(media.wild_dir(), "training")
-    # The course people the run holds out (its validation people; the unseen people unless
-    # --unseen) stay out in their LFW photos too.
-    course_csv = os.path.join(args.data, "training_frames_keypoints.csv")
-    course_names = list(media.read_keypoints_csv(course_csv).iloc[:, 0])
-    exclude = {media.identity_of(course_names[i]) for i in split_rows(args)[1]}
-    exclude |= set() if args.unseen else set(media.unseen_people())
-    train_idx, val_idx = wild_rows(csv_file, args.limit, exclude)
-    train_set = CachedFaceDataset(csv_file, images, args.input_size, train=args.augment, indices=train_idx,
-                                  progress=progress, rotation=args.rotation,
-                                  convention=models.CONVENTIONS.index("300w"),
-                                  **photo_options(args.photo_augment, PHOTO_GROUPS_USED))
-    val_set = CachedFaceDataset(csv_file, images, args.input_size, train=False, indices=val_idx,
-                                progress=progress) if val_idx else None
-    return train_set, val_set
 
 
 def epoch_sampler(dataset, seed):
@@ -341,69 +254,7 @@ def pick_device(name):
     return name
 
 
-def seed_all(seed):
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def rng_state(device):
-    """The generators: torch (flips, colour), NumPy (crop boxes, rotations), Python's, the GPU's."""
-    name, keys, position, has_gauss, gauss = np.random.get_state()
-    return dict(torch=torch.get_rng_state(), numpy=(name, keys.tolist(), position, has_gauss, gauss),
-                python=random.getstate(),
-                cuda=torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
-
-
-def set_rng_state(state, device):
-    torch.set_rng_state(state["torch"])
-    name, keys, position, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
-    random.setstate(state["python"])
-    if state["cuda"] is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-# ---- Checkpoints and the model: fresh, from --init, or from a checkpoint.
-
-def read_checkpoint(path, mmap=False):
-    """The checkpoint saved at `path`, or a TrainingError naming the file."""
-    try:
-        with warnings.catch_warnings():  # torch warns about a plain pickle's protocol: the error says more
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as e:  # zip, pickle and version errors all mean "not a checkpoint we can use"
-        raise TrainingError(f"{path}: not a readable checkpoint ({type(e).__name__}: truncated or not "
-                            f"a train.py checkpoint); delete it, or pick another --out") from None
-    missing = [key for key in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
-    if not missing and isinstance(ckpt["run_options"], dict):  # a run from before the unseen-people
-        ckpt["run_options"].setdefault("unseen", True)          # split trained on everyone
-        ckpt["run_options"].setdefault("photo_augment", 0.0)    # or before --photo-augment
-    if missing or not set(RUN_OPTIONS) <= set(ckpt["run_options"]):
-        raise TrainingError(f"{path}: not a checkpoint of this train.py (no "
-                            f"{', '.join(missing) or 'options'}); delete it, or pick another --out")
-    return ckpt
-
-
-def load_checkpoint(args):
-    """With --resume, the checkpoint to continue; without, None once any file at <out>.ckpt holds
-    a finished run: a new run overwrites it after its first epoch, as it does its model."""
-    if args.resume and not os.path.isfile(args.checkpoint):
-        raise TrainingError(f"--resume: no checkpoint at {args.checkpoint}; give the --out of the "
-                            f"run to continue, or start a new run without --resume")
-    if args.resume or not os.path.exists(args.checkpoint):
-        return read_checkpoint(args.checkpoint) if args.resume else None
-    try:
-        ckpt = read_checkpoint(args.checkpoint, mmap=True)  # mmap: only what is read here leaves the disk
-    except TrainingError:
-        raise TrainingError(f"{args.checkpoint} exists and is not a train.py checkpoint; delete it or "
-                            f"pick another --out") from None
-    if not ckpt["finished"]:
-        raise TrainingError(f"{args.checkpoint} holds an unfinished run (epoch {ckpt['epoch']} of "
-                            f"{ckpt['run_options']['epochs']}): continue it with --resume, or delete it "
-                            f"or pick another --out to start a new run")
-    return None
-
+# ---- Resumed options and the model: fresh, from --init, or from a checkpoint (train_checkpoint).
 
 def check_removed_options(saved, path):
     """Refuse a checkpoint whose run needs an option this train.py dropped (REMOVED_OPTIONS) or the
@@ -461,17 +312,6 @@ def initial_model(args):
     return model.train().to(memory_format=torch.channels_last), model_options, init_meta
 
 
-def checkpoint_model(ckpt, path):
-    """The network saved in a checkpoint, like initial_model's (end_epoch saves finite weights only)."""
-    try:
-        model = models.build_model(ckpt["arch"], ckpt["input_size"], **ckpt["model_options"])
-        model.load_state_dict(ckpt["model"])
-    except (ValueError, RuntimeError, TypeError) as e:
-        raise TrainingError(f"{path}: its weights do not fit its network ({models.one_line(e)}); "
-                            f"delete it, or pick another --out") from None
-    return model.train().to(memory_format=torch.channels_last)
-
-
 # ---- The run, step by step: start (or resume), epochs, finish.
 
 @dataclass
@@ -522,7 +362,7 @@ def start_run(args, device):
         init_saw_unseen = init_meta.get("trained_on_unseen_people") if args.init else False
         pretrained = init_meta.get("pretrained") if args.init else getattr(model, "pretrained_from", None)
     if two_heads(args.arch):
-        wild_csv()  # a missing wild set: said before the data loads
+        existing_wild_csv()  # a missing wild set: said before the data loads
     started = time.time()
     train_set, val_set = build_datasets(args, progress=sys.stderr.isatty())
     wild_val_set = None
@@ -548,19 +388,6 @@ def start_run(args, device):
           f"{len(train_set)} training / {len(val_set) if val_set else 0}{wild} validation faces on {device}, "
           f"{len(loader)} steps per epoch (data ready in {time.time() - started:.0f}s)")
     return run
-
-
-def restore_progress(run, ckpt):
-    """Continue where the checkpoint stopped: optimizer, epoch, step, history, random generators."""
-    try:
-        run.optimizer.load_state_dict(ckpt["optimizer"])
-    except (ValueError, KeyError, RuntimeError) as e:
-        raise TrainingError(f"{run.args.checkpoint}: its optimizer state does not fit its network "
-                            f"({models.one_line(e)}); delete it, or pick another --out") from None
-    run.epoch = run.saved_epoch = ckpt["epoch"]
-    run.step, run.history = ckpt["step"], ckpt["history"]
-    set_rng_state(ckpt["rng"][0], run.device)  # a list: older train.py had one per process
-    print(f"resumed from {run.args.checkpoint}: epoch {run.epoch}, step {run.step}")
 
 
 def own_heads(output, conventions):
@@ -662,12 +489,7 @@ def end_epoch(run, loss, lr, started):
                             seconds=time.time() - started))
     if heads:
         run.history[-1]["wild_val_nme"] = wild_val_nme
-    checkpoint = dict(model=run.model.state_dict(), optimizer=run.optimizer.state_dict(),
-                      epoch=run.epoch, step=run.step, history=run.history, finished=run.done(),
-                      run_options=run.run_options, arch=run.args.arch, input_size=run.args.input_size,
-                      model_options=run.model_options, command_history=run.command_history,
-                      rng=[rng_state(run.device)],  # after validation: it draws too
-                      init_saw_unseen=run.init_saw_unseen, pretrained=run.pretrained)
+    checkpoint = checkpoint_of(run)
     saved(lambda: models.atomic_save(checkpoint, run.args.checkpoint), run.args.checkpoint,
           kept(run) + (f"; resume with `{resume_command(run.args)}` once it can be written"
                        if run.saved_epoch else ""))
@@ -677,24 +499,6 @@ def end_epoch(run, loss, lr, started):
         val_text += f"  wild val NME {wild_val_nme:.2f}%" if run.wild_val_set else "  no wild validation"
     print(f"epoch {run.epoch:3d}/{run.args.epochs}  loss {loss:.4f}  {val_text}  lr {lr:.2e}  "
           f"{run.history[-1]['seconds']:.1f}s", flush=True)  # printed once the checkpoint holds it
-
-
-def trained_on(train_set):
-    """The training faces by source: `course` for the course's frames, else the in-the-wild set's
-    sources, the start of their names (lfpw, helen, afw; lfw: faces pseudo_label.py labelled)."""
-    counts = {}
-    for part in train_set.datasets if isinstance(train_set, ConcatDataset) else [train_set]:
-        wild = getattr(part, "convention", None) == models.CONVENTIONS.index("300w")
-        for name in part.names:
-            source = name.split("-", 1)[0] if wild else "course"
-            counts[source] = counts.get(source, 0) + 1
-    return counts
-
-
-def data_terms(sources):
-    """The terms of the in-the-wild photos a model trained on (trained_on's sources)."""
-    sets = "300-W and LFW" if "lfw" in sources else "300-W"
-    return f"{sets}: {NON_COMMERCIAL}"
 
 
 def model_meta(args, model_options, steps, val_nme, train_seconds, command_history, device="cpu",

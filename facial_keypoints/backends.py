@@ -293,7 +293,13 @@ def predict_both_ways(model, crops):
     crops = np.asarray(crops, dtype=np.float32)
     n = crops.shape[0]
     pred = run_model(model, np.concatenate([crops, crops[..., ::-1]]))
-    return pred[:n], pred[n:, FLIP_PERMUTATION] * np.array([-1, 1], dtype=pred.dtype)
+    return pred[:n], mapped_back(pred[n:])
+
+
+def mapped_back(mirrored):
+    """(N, 68, 2) keypoints read on mirror images, in [-1, 1] crop coordinates -> the same points
+    on the crops themselves: x -> -x, and each left point swapped with its right one."""
+    return mirrored[:, FLIP_PERMUTATION] * np.array([-1, 1], dtype=mirrored.dtype)
 
 
 def run_model(model, batch):

@@ -14,6 +14,7 @@ import argparse
 import errno
 import json
 import os
+import re
 import signal
 import stat
 import sys
@@ -130,6 +131,29 @@ def wild_dir():
     """The in-the-wild set's location (fkp-wild's layout: training/ and its CSV), found as
     data_dir() finds the course's: $FKP_WILD, else ./data-wild."""
     return os.environ.get("FKP_WILD", "data-wild")
+
+
+def wild_csv():
+    """The in-the-wild set's labels, in the course's CSV format; its images are in wild_images()."""
+    return os.path.join(wild_dir(), "training_frames_keypoints.csv")
+
+
+def wild_images():
+    """The folder of the in-the-wild set's images, the faces wild_csv() labels."""
+    return os.path.join(wild_dir(), "training")
+
+
+# A source of the in-the-wild set (fkp-wild's lfpw, helen, afw; get_data.py --source): lower-case
+# letters and digits. get_data.py names the faces it imports `<source>-<photo>_<face>.jpg`.
+SOURCE_NAME = re.compile(r"[a-z0-9]+")
+
+
+def wild_source(image_name):
+    """The source of an in-the-wild face, its file name before the first `-` ('lfpw-0001_0.jpg':
+    lfpw); None for a name that does not start so, as the course's do (named after the person:
+    'Abdel_Aziz_Al-Hakim_02.jpg'). The one rule that tells which set, and which source, a face is from."""
+    source, hyphen, _ = os.path.basename(image_name).partition("-")
+    return source if hyphen and SOURCE_NAME.fullmatch(source) else None
 
 
 # The in-the-wild validation split: photos of the wild set ('<source>-<photo>', identity_of of

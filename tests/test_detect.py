@@ -35,10 +35,11 @@ def read_jsonl(path):
 
 
 def check_record(record, width, height, frame=None):
-    """The exact JSON schema: keys, types, 68 (x, y) pairs of plain numbers per face."""
+    """The exact JSON schema: keys, types, 68 (x, y) pairs of plain numbers per face. Every caller
+    runs the shipped two-head model without --convention: its records name the default, 300w."""
     assert set(record) == RECORD_KEYS | ({"frame"} if frame is not None else set())
     assert (record["width"], record["height"]) == (width, height)
-    assert record["convention"] in ("300w", "course")
+    assert record["convention"] == "300w"
     if frame is not None:
         assert record["frame"] == frame and isinstance(record["frame"], int)
     for face in record["faces"]:

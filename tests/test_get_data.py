@@ -459,6 +459,16 @@ def test_the_wild_set_is_found_like_the_course_data(monkeypatch, pts_dir, tmp_pa
     assert media.wild_dir() == str(tmp_path / "elsewhere")
     assert run_cli("--pts", str(pts_dir), "--source", "afw") is None
     assert os.path.isfile(tmp_path / "elsewhere" / "training_frames_keypoints.csv")
+    assert media.wild_csv() == os.path.join(media.wild_dir(), "training_frames_keypoints.csv")
+
+
+def test_a_wild_faces_source_is_the_start_of_the_name_get_data_gives_it(pts_dir, tmp_path):
+    dest = get_data.get_wild(str(pts_dir), "afw2", str(tmp_path / "wild"), progress=False)
+    names = media.read_keypoints_csv(os.path.join(dest, "training_frames_keypoints.csv")).iloc[:, 0]
+    assert {media.wild_source(name) for name in names} == {"afw2"}
+    assert media.wild_source("training/lfw-Aaron_Eckhart_0001_0.jpg") == "lfw"  # folders aside
+    for course_name in ("Abdel_Aziz_Al-Hakim_02.jpg", "Lfpw-1_0.jpg", "lfpw_1_0.jpg", "lfpw"):
+        assert media.wild_source(course_name) is None, course_name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -491,7 +501,7 @@ def test_the_committed_wild_split_is_sorted_photo_names():
 def wild_names():
     """The image names of the real in-the-wild set (media.wild_dir()): skipped when absent, failed
     when $FKP_WILD names a folder without it (CI sets it only where the set is)."""
-    csv_file = os.path.join(media.wild_dir(), "training_frames_keypoints.csv")
+    csv_file = media.wild_csv()
     if not os.path.isfile(csv_file):
         if os.environ.get("FKP_WILD"):
             pytest.fail(f"FKP_WILD is set but {csv_file} is missing")

@@ -11,6 +11,8 @@ from conftest import face_keypoints
 
 import evaluate
 import train
+import train_checkpoint
+import train_data
 from facial_keypoints import media
 
 UNSEEN = sorted(media.unseen_people())
@@ -57,7 +59,7 @@ def test_default_training_never_sees_the_unseen_people(data_with_unseen_people):
     for given, expected_left_out in (([], unseen), (["--unseen"], set())):
         args = train.parse_args(["--data", str(root), "--val-fraction", "0.25", *given])
         exclude = () if args.unseen else media.unseen_people()
-        train_idx, val_idx = train.split_by_person(str(root / "training_frames_keypoints.csv"),
+        train_idx, val_idx = train_data.split_by_person(str(root / "training_frames_keypoints.csv"),
                                                    args.val_fraction, args.seed, exclude=exclude)
         used = {media.identity_of(names[i]) for i in train_idx + val_idx}
         assert not used & expected_left_out
@@ -100,7 +102,7 @@ def test_a_checkpoint_from_before_the_split_resumes_as_a_run_on_everyone(data_wi
     ckpt = torch.load(out + ".ckpt", weights_only=True)
     del ckpt["run_options"]["unseen"]  # as train.py wrote checkpoints before the split
     torch.save(ckpt, out + ".ckpt")
-    assert train.read_checkpoint(out + ".ckpt")["run_options"]["unseen"] is True
+    assert train_checkpoint.read_checkpoint(out + ".ckpt")["run_options"]["unseen"] is True
     args = train.parse_args([*common, "--resume", "--epochs", "2"])
-    train.resume_options(args, train.read_checkpoint(out + ".ckpt"))
+    train.resume_options(args, train_checkpoint.read_checkpoint(out + ".ckpt"))
     assert args.unseen is True

@@ -13,6 +13,7 @@ import torch
 from conftest import write_training_split
 
 import train
+import train_data
 from data_load import PHOTO_GROUPS, PHOTO_WEIGHTS, FaceCropAugment
 from facial_keypoints.face_crop import CROP_META
 from models import ModelFileError, Net, build_model, inference_copy, load_model, save_model
@@ -283,7 +284,7 @@ def test_losses_are_zero_at_the_target_and_grow_with_error():
 
 
 def test_split_holds_out_whole_people(tiny_data):
-    train_idx, val_idx = train.split_by_person(str(tiny_data / "training_frames_keypoints.csv"), 0.34, 0)
+    train_idx, val_idx = train_data.split_by_person(str(tiny_data / "training_frames_keypoints.csv"), 0.34, 0)
     names = pd.read_csv(tiny_data / "training_frames_keypoints.csv").iloc[:, 0]
     people = lambda idx: {names[i].rsplit("_", 1)[0] for i in idx}  # noqa: E731
     assert val_idx and train_idx and not people(train_idx) & people(val_idx)

@@ -13,6 +13,7 @@ from conftest import face_keypoints, write_training_split
 
 import models
 import train
+import train_data
 from facial_keypoints import media
 from models import (
     CONVENTIONS,
@@ -283,9 +284,9 @@ def test_course_people_the_run_holds_out_stay_out_in_their_lfw_photos(tmp_path, 
     args = train.parse_args(["--arch", "twohead-net", "--data", course, "--input-size", "48",
                              "--val-fraction", "0.34", *(["--unseen"] if unseen else [])])
     course_train, course_val = train.build_datasets(args)
-    wild_train, _ = train.build_wild_datasets(args)
+    wild_train, _ = train_data.build_wild_datasets(args)
     val_people = {media.identity_of(name) for name in course_val.names}
     assert len(val_people) == 2 and (unseen or "Person_5" not in val_people)  # 2 of the 5 (6) people
-    kept = {train.wild_person(name) for name in wild_train.names}
+    kept = {train_data.wild_person(name) for name in wild_train.names}
     out = val_people | (set() if unseen else {"Person_5"})
     assert kept == {f"Person_{i}" for i in range(6)} - out | {"Other_Man", "0001"}
