@@ -117,12 +117,12 @@ def build_wild_datasets(args, progress=False):
 def trained_on(train_set):
     """The training faces by source: `course` for the course's frames, else the in-the-wild set's
     sources, the start of their names (media.wild_source: lfpw, helen, afw; lfw: faces
-    pseudo_label.py labelled)."""
+    pseudo_label.py labelled; `other` for a face whose name names no source)."""
     counts = {}
     for part in train_set.datasets if isinstance(train_set, ConcatDataset) else [train_set]:
         wild = getattr(part, "convention", None) == models.CONVENTIONS.index("300w")
         for name in part.names:
-            source = media.wild_source(name) if wild else "course"
+            source = (media.wild_source(name) or "other") if wild else "course"
             counts[source] = counts.get(source, 0) + 1
     return counts
 

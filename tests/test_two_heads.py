@@ -290,3 +290,25 @@ def test_course_people_the_run_holds_out_stay_out_in_their_lfw_photos(tmp_path, 
     kept = {train_data.wild_person(name) for name in wild_train.names}
     out = val_people | (set() if unseen else {"Person_5"})
     assert kept == {f"Person_{i}" for i in range(6)} - out | {"Other_Man", "0001"}
+
+
+class NamedFaces(torch.utils.data.Dataset):
+    """A stand-in for CachedFaceDataset: the image names and, for the wild set, the convention."""
+
+    def __init__(self, names, convention=None):
+        self.names = names
+        if convention is not None:
+            self.convention = models.CONVENTIONS.index(convention)
+
+    def __len__(self):
+        return len(self.names)
+
+
+def test_trained_on_counts_the_faces_by_source():
+    course = NamedFaces(["Abdel_Aziz_Al-Hakim_02.jpg", "Aaron_Eckhart_01.jpg"])
+    wild = NamedFaces(["lfpw-0001_0.jpg", "lfw-Al-Hakim_0001_0.jpg", "lfw-Aaron_Eckhart_0001_0.jpg",
+                       "my_photo_0.jpg"], convention="300w")
+    counts = train_data.trained_on(torch.utils.data.ConcatDataset([course, wild]))
+    # A course name with a hyphen is still the course's; a wild name naming no source is `other`
+    assert counts == {"course": 2, "lfpw": 1, "lfw": 2, "other": 1}
+    assert train_data.trained_on(course) == {"course": 2}
