@@ -280,7 +280,8 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    """Run the command line; returns the exit status (1 if any input failed, 130 when stopped)."""
+    """Run the command line; returns the exit status (1 if any input failed, 2 for a --convention the
+    model has no head for, 130 when stopped)."""
     args = parse_args(argv)
     with media.stop_between_steps():  # Ctrl-C and SIGTERM: the run stops and removes its temporary file
         return write_json(args)

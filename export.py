@@ -28,11 +28,11 @@ photos). The first convolution (one gray input channel) and each map head's 1x1 
 float (float_layers): quantizing them costs accuracy, and little time is spent there. Only layers
 with weights (Conv, Gemm) and the ReLU6 clips that follow convolutions (Clip, EfficientNet's) are
 quantized: the integral head's softmax and weighted sums stay float.
-It replaces the old copy only if, for every head, its NME on that convention's check crops is
-within INT8_TOLERANCE points of the float model's, and the face check drops no more than
-INT8_DROPPED percentage points more of them (crop_reading): the course head on the course test faces, the
-300w head on the wild validation photos' faces (media.wild_val_photos()). Calibration and checks
-need those sets; without them no int8 copy is written.
+It replaces the old copy only if, for every head, its NME on that convention's check crops (the
+course head on the course test faces, the 300w head on the wild validation photos' faces,
+media.wild_val_photos()) is within INT8_TOLERANCE points of the float model's, and the face check
+drops no more than INT8_DROPPED percentage points more of them than of the float model's
+(crop_reading). Calibration and checks need those sets; without them no int8 copy is written.
 """
 
 import json
@@ -145,8 +145,7 @@ def dataset_crops(csv_file, images_dir, rows, size, n, train=False, seed=0):
     [-1, 1]. DataError without the data."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)  # the augmentation's colour jitter
-    count = len(read_keypoints_csv(csv_file))
-    rows = np.arange(count) if rows is None else np.asarray(rows)
+    rows = np.arange(len(read_keypoints_csv(csv_file))) if rows is None else np.asarray(rows)
     rows = rng.choice(rows, min(n, len(rows)), replace=False) if train else rows[:n]
     faces = CachedFaceDataset(csv_file, images_dir, size, train=train, indices=rows)
     samples = [faces.transform(image, points, rng=rng) for image, points in zip(faces.images, faces.keypoints,

@@ -42,10 +42,14 @@ def course_csv(args):
     return os.path.join(args.data, "training_frames_keypoints.csv")
 
 
+def left_out_people(args):
+    """The course people a run neither trains nor validates on: the unseen people, unless --unseen."""
+    return set() if args.unseen else media.unseen_people()
+
+
 def split_rows(args):
     """The run's (training, validation) rows of the training CSV; Notebook 2's datasets use them too."""
-    exclude = () if args.unseen else media.unseen_people()
-    return split_by_person(course_csv(args), args.val_fraction, args.seed, args.limit, exclude)
+    return split_by_person(course_csv(args), args.val_fraction, args.seed, args.limit, left_out_people(args))
 
 
 def two_heads(arch):
@@ -87,7 +91,9 @@ def existing_wild_csv():
 def wild_person(name):
     """Who a wild face is, as far as its name says: LFW names its photos after the person as the
     course does (`lfw-Aaron_Eckhart_0001_0.jpg`: Aaron_Eckhart); 300-W's names are numbers."""
-    return media.identity_of(media.identity_of(name).split("-", 1)[-1])
+    name = os.path.basename(name)
+    source = media.wild_source(name)
+    return media.identity_of(media.identity_of(name[len(source) + 1:] if source else name))
 
 
 def wild_rows(csv_file, limit=0, exclude=()):
@@ -108,8 +114,7 @@ def build_wild_datasets(args, progress=False):
     # The course people the run holds out (its validation people; the unseen people unless
     # --unseen) stay out in their LFW photos too.
     course_names = list(media.read_keypoints_csv(course_csv(args)).iloc[:, 0])
-    exclude = {media.identity_of(course_names[i]) for i in split_rows(args)[1]}
-    exclude |= set() if args.unseen else set(media.unseen_people())
+    exclude = {media.identity_of(course_names[i]) for i in split_rows(args)[1]} | left_out_people(args)
     return face_sets(args, csv_file, media.wild_images(), wild_rows(csv_file, args.limit, exclude),
                      models.CONVENTIONS.index("300w"), progress)
 
