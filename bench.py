@@ -64,7 +64,7 @@ from bench_speed import (
 )
 from dlib_baseline import DLIB_UPSAMPLE, DlibPipeline, fit_dlib_offsets
 from evaluate import subset_csv
-from facial_keypoints.backends import DEFAULT_MODEL
+from facial_keypoints.backends import DEFAULT_MODEL, limit_threads
 from facial_keypoints.detect import KeypointDetector
 from facial_keypoints.media import (
     SHIPPED_MODELS,
@@ -340,8 +340,9 @@ default). The forward-pass rows time the same network on PyTorch, on onnxruntime
 per-face work given a box: a first crop, then one more from the box its keypoints imply (refine),
 flip-averaged, which makes the face check; "--accurate step" adds a middle crop placed the same way
 and reads the last crop at five small shifts, averaging the readings (detect.CROP_SHIFTS).
-The folder rows time the whole `detect.py FOLDER --workers N` command (start-up, drawn copies
-and JSON written) against dlib reading and detecting the same images in one process. Training
+The folder rows time the whole `detect.py FOLDER --workers N` command at its defaults (start-up,
+drawn copies and JSON written; one worker runs OpenCV and onnxruntime on every core, each of N
+workers on one thread) against dlib reading and detecting the same images in one process. Training
 throughput is shown on one thread and on PyTorch's default thread count (what `python train.py`
 uses); on a machine busy with other work, several threads can be slower than one.
 
@@ -416,7 +417,7 @@ def parse_args(argv=None):
     parser.add_argument("--limit", type=int, default=0, metavar="N",
                         help="only the first N labelled test images (quick checks; 0 = all)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch and OpenCV threads for inference timings (dlib uses one)")
+                        help="torch, onnxruntime and OpenCV threads for inference timings (dlib uses one)")
     parser.add_argument("--clips", type=int, default=10,
                         help=f"{CLIP_FRAMES}-frame clips for the detection and fps numbers")
     parser.add_argument("--repeats", type=int, default=200, help="timed calls per latency number")
@@ -465,12 +466,19 @@ def holds_report(path):
         return False
 
 
+def inference_threads(n):
+    """PyTorch, OpenCV and onnxruntime (the models loaded from now on) on n threads: the timings'
+    thread count, which the speed table names."""
+    torch.set_num_threads(n)
+    cv2.setNumThreads(n)
+    limit_threads(n)
+
+
 def run(args, command):
     default_threads = torch.get_num_threads()  # what train.py uses (its --threads 0)
     dlib_pipeline = DlibPipeline()
     versions, machine = package_versions(), machine_description()
-    torch.set_num_threads(args.threads)
-    cv2.setNumThreads(args.threads)
+    inference_threads(args.threads)
     detectors = (KeypointDetector(args.model, backend=args.backend),
                  KeypointDetector(args.model, backend=args.backend, accurate=True))
     detector = detectors[0]

@@ -114,6 +114,10 @@ class OnnxModel:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = (
             default_threads if threads is None else threads)
+        # No busy-waiting between passes: onnxruntime's threads otherwise spin on the cores after
+        # each small forward pass, while OpenCV's cascade (which runs between passes) needs them.
+        for pool in ("intra_op", "inter_op"):
+            options.add_session_config_entry(f"session.{pool}.allow_spinning", "0")
         try:
             self.model = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime has no public exception base class

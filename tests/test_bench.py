@@ -459,3 +459,17 @@ def test_report_holds_the_wild_section_beside_the_accuracy_table(tmp_path):
     assert text.index("UNSEEN TABLE") < text.index("### In-the-wild photos") < text.index("WILD TABLE") \
         < text.index("## Speed")
     assert f"The faces of the {len(media.wild_val_photos())} photos" in " ".join(text.split())
+
+
+def test_the_timings_run_every_library_on_the_threads_the_table_names(monkeypatch):
+    monkeypatch.setattr(backends, "default_threads", backends.default_threads)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # limit_threads sets it: put back as it was after the test
+    torch_threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        bench.inference_threads(1)
+        assert (torch.get_num_threads(), cv2.getNumThreads()) == (1, 1)
+        options = backends.OnnxModel(backends.DEFAULT_ONNX_MODEL).model.get_session_options()
+        assert options.intra_op_num_threads == 1
+    finally:
+        torch.set_num_threads(torch_threads)
+        cv2.setNumThreads(cv2_threads)

@@ -135,6 +135,13 @@ def test_shipped_onnx_model_is_exported_from_the_shipped_model():
             "saved_models/keypoints_model.onnx is out of date: run `python export.py`"
 
 
+def test_onnx_threads_do_not_spin_between_passes():
+    """Spinning onnxruntime threads take the cores from OpenCV's cascade between forward passes."""
+    options = backends.OnnxModel(SHIPPED_ONNX).model.get_session_options()
+    for pool in ("intra_op", "inter_op"):
+        assert options.get_session_config_entry(f"session.{pool}.allow_spinning") == "0"
+
+
 def test_onnx_backend_runs_the_pipeline_without_pytorch():
     """Detection, refinement, flip averaging and video tracking on onnxruntime, in a fresh
     interpreter that never imports torch; the keypoints match the torch backend's."""

@@ -459,7 +459,7 @@ def test_the_wild_set_is_found_like_the_course_data(monkeypatch, pts_dir, tmp_pa
     assert media.wild_dir() == str(tmp_path / "elsewhere")
     assert run_cli("--pts", str(pts_dir), "--source", "afw") is None
     assert os.path.isfile(tmp_path / "elsewhere" / "training_frames_keypoints.csv")
-    assert media.wild_csv() == os.path.join(media.wild_dir(), "training_frames_keypoints.csv")
+    assert media.wild_csv() == str(tmp_path / "elsewhere" / "training_frames_keypoints.csv")
 
 
 def test_a_wild_faces_source_is_the_start_of_the_name_get_data_gives_it(pts_dir, tmp_path):
