@@ -466,19 +466,11 @@ def holds_report(path):
         return False
 
 
-def inference_threads(n):
-    """PyTorch, OpenCV and onnxruntime (the models loaded from now on) on n threads: the timings'
-    thread count, which the speed table names."""
-    torch.set_num_threads(n)
-    cv2.setNumThreads(n)
-    limit_threads(n)
-
-
 def run(args, command):
     default_threads = torch.get_num_threads()  # what train.py uses (its --threads 0)
     dlib_pipeline = DlibPipeline()
     versions, machine = package_versions(), machine_description()
-    inference_threads(args.threads)
+    limit_threads(args.threads)  # the timings' thread count, which the speed table names
     detectors = (KeypointDetector(args.model, backend=args.backend),
                  KeypointDetector(args.model, backend=args.backend, accurate=True))
     detector = detectors[0]

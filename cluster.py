@@ -61,7 +61,6 @@ class DetectorCache(distributed.WorkerPlugin if distributed else object):
         self.make_detector = make_detector
 
     def setup(self, worker):
-        cv2.setNumThreads(1)
         limit_threads(1)
         self.address, self.local = worker.address, threading.local()
 

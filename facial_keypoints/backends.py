@@ -21,6 +21,7 @@ import json
 import os
 import sys
 
+import cv2
 import numpy as np
 
 from .face_crop import FLIP_PERMUTATION, NUM_KEYPOINTS, crop_meta_problem
@@ -41,10 +42,11 @@ DEFAULT_CONVENTION = "300w"
 
 
 def limit_threads(n):
-    """Run the models loaded from now on (and PyTorch, if loaded) on `n` threads: a worker
-    process that shares the cores with others."""
+    """Run OpenCV (the face cascade), the models loaded from now on and PyTorch, if loaded, on `n`
+    threads: a worker process that shares the cores with others, or a timing on a set thread count."""
     global default_threads
     default_threads = n
+    cv2.setNumThreads(n)
     os.environ["OMP_NUM_THREADS"] = str(n)  # PyTorch, if it is imported later
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)

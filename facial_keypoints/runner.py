@@ -125,7 +125,6 @@ def start_worker(make_detector):
     file under the output's name (media.write_image writes beside it, then renames)."""
     global _worker_detector
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    cv2.setNumThreads(1)
     limit_threads(1)
     _worker_detector = make_detector()
 
