@@ -225,17 +225,19 @@ def roll_section(tables):
 
 The same labelled test images, each turned about its centre by the given roll (counter-clockwise
 for positive angles; black corners) with its labels (`python evaluate.py --rotate DEG`); the same
-pipelines and measures as above. Our detector runs the Haar cascade on the image and on copies
-turned by 22.5 and 45 degrees each way (at half resolution in images from 640 px on; these test
-images are smaller), keeps each face where the network's keypoints for its crop and its mirror
-image agree best, and crops it turned so the eyes are within 5 degrees of level.
+pipelines and measures as above. Our detector (BlazeFace) finds a tilted face in the image as it
+is and reads its roll from the eye line; the face is cropped turned so the eyes are within 5
+degrees of level.
 
 {tables["roll"]}
 
 Face detectors alone, on every 5th labelled test image turned by each roll: the share of labelled
 faces found (a detection whose centre lies in the face's landmark box), and the time per 640x480
-frame with one upright face (median over the clips' first frames; the turned copies always run,
-at half resolution on these frames, at full resolution on the smaller test images).
+frame with one upright face (median over the clips' first frames). The Haar cascade
+(`--face-detector haar`, the course's detector) finds upright faces only, so it also runs on copies
+of the image turned by 22.5 and 45 degrees each way (at half resolution on these frames, at full
+resolution on the smaller test images) and keeps each face where the network's keypoints for its
+crop and its mirror image agree best.
 
 {tables["detectors"]}
 """
@@ -333,7 +335,7 @@ Landmark latency: median over {args.repeats} calls at batch 1 after warm-up, on 
 image, one face), decoded with `cv2.imdecode`; no drawing. Detection: median time on each clip's
 first frame. dlib gets the RGB frame, as its documentation does, and in the accuracy table; its
 HOG detector on the gray frame is shown too. "video tracking" is tracking.py's `FaceTracker`: the
-Haar cascade every 10th frame, each face's box taken from its keypoints in between. Our pipeline
+face detector every 10th frame, each face's box taken from its keypoints in between. Our pipeline
 runs on `--backend {args.backend}` (`{os.path.relpath(model_path, HERE)}`; "auto" is detect.py's
 default). The forward-pass rows time the same network on PyTorch, on onnxruntime and on its int8 copy
 (`python export.py` writes both ONNX files). "default step from a detector box" is detect.py's

@@ -22,7 +22,7 @@ import evaluate
 from bench_speed import interleaved_medians
 from degradations import decode_jpeg
 from dlib_baseline import apply_point_offsets, predict_with_dlib
-from facial_keypoints.detect import FaceDetector
+from facial_keypoints.detect import BlazeFaceDetector, FaceDetector
 from facial_keypoints.media import (
     DataError,
     in_wild_val_photos,
@@ -34,7 +34,7 @@ from facial_keypoints.media import (
 )
 from metrics import summarize
 
-OURS = "ours (Haar + CNN)"
+OURS = "ours (BlazeFace + CNN)"
 OURS_ACCURATE = "ours, --accurate"
 DLIB = "dlib (HOG + shape predictor)"
 DLIB_DETECTOR = "dlib HOG"
@@ -117,8 +117,9 @@ def wild_sentences(ours):
 
 def detector_options():
     """The face detectors tried for tilted heads, by name (each: gray image -> (N, 4) boxes)."""
-    return {"Haar, upright only (`--upright-only`)": FaceDetector(rotations=()),
-            "Haar, upright + copies turned 22.5 and 45 degrees (default)": FaceDetector(),
+    return {"BlazeFace (default)": BlazeFaceDetector(),
+            "Haar, upright only (`--face-detector haar --upright-only`)": FaceDetector(rotations=()),
+            "Haar, upright + copies turned 22.5 and 45 degrees (`--face-detector haar`)": FaceDetector(),
             "Haar, upright + copies turned 30 degrees": FaceDetector(rotations=(-30.0, 30.0)),
             "Haar, upright + copies turned 22.5, 45, 67.5 and 90 degrees":
                 FaceDetector(rotations=(-22.5, 22.5, -45.0, 45.0, -67.5, 67.5, -90.0, 90.0))}

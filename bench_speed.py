@@ -5,11 +5,12 @@
                 when they are up to date), with flip averaging on the pipeline's backend, detect.py's
                 default per-face step from a detector box and its --accurate step, and dlib's shape
                 predictor call.
-  detection     time per 640x480 frame: the Haar cascade (detect.FaceDetector) and dlib's HOG.
+  detection     time per 640x480 frame: our default face detector (BlazeFace), the Haar cascade
+                (detect.FaceDetector, --face-detector haar) and dlib's HOG.
   end to end    frames per second on JPEG-encoded 640x480 clips with one face (a slow pan and
                 zoom over a test image): decode, detect, crop, landmarks, no drawing. Ours per
-                frame (KeypointDetector.detect), with --upright-only, and as detect.py runs a video
-                (FaceTracker: Haar every few frames, tracking in between); dlib per frame.
+                frame (KeypointDetector.detect), with --face-detector haar, and as detect.py runs a
+                video (FaceTracker: detection every few frames, tracking in between); dlib per frame.
   folder        `detect.py FOLDER --workers 1` and `--workers 2` on the labelled test images (the
                 whole command), against dlib reading and detecting them in this process.
   training      train.py's throughput in images per second (default model, batch and
@@ -174,12 +175,13 @@ def landmark_latency(detector, accurate, dlib_pipeline, clips, repeats, models):
 def detection_time(detector, dlib_pipeline, clips, repeats=3):
     """Seconds per 640x480 frame for each face detector: the median over the clips' first frames
     of each frame's median."""
-    per_frame = []
+    per_frame, haar = [], FaceDetector()
     for buffers, _ in clips:
         rgb = decode_jpeg(buffers[0])
         gray = to_gray(rgb)
         per_frame.append(interleaved_medians({
-            "haar": lambda: detector.face_detector(gray),  # noqa: B023 (called before the next frame)
+            "ours": lambda: detector.face_detector(gray),  # noqa: B023 (called before the next frame)
+            "haar": lambda: haar(gray),  # noqa: B023
             "dlib": lambda: dlib_pipeline.hog(rgb, dlib_pipeline.upsample),  # noqa: B023
             "dlib_gray": lambda: dlib_pipeline.hog(gray, dlib_pipeline.upsample),  # noqa: B023
         }, repeats, warmup=1, block=1))
@@ -191,11 +193,11 @@ def end_to_end(detector, dlib_pipeline, clips):
     def ours_per_frame(buffers):
         return [len(detector.detect(decode_jpeg(b))) for b in buffers]
 
-    upright_only = KeypointDetector(detector.backend_path, FaceDetector(rotations=()),
-                                    backend=detector.backend_name)  # the same model file
+    with_haar = KeypointDetector(detector.backend_path, FaceDetector(),
+                                 backend=detector.backend_name)  # the same model file
 
-    def ours_upright(buffers):  # detect.py --upright-only
-        return [len(upright_only.detect(decode_jpeg(b))) for b in buffers]
+    def ours_haar(buffers):  # detect.py --face-detector haar
+        return [len(with_haar.detect(decode_jpeg(b))) for b in buffers]
 
     def ours_video(buffers):  # a new video per clip, as detect.py handles each video
         tracker = FaceTracker(detector, fps=30)
@@ -204,7 +206,7 @@ def end_to_end(detector, dlib_pipeline, clips):
     def dlib_per_frame(buffers):
         return [len(dlib_pipeline.detect(decode_jpeg(b))) for b in buffers]
 
-    pipelines = {"ours": ours_per_frame, "ours_upright": ours_upright, "ours_video": ours_video,
+    pipelines = {"ours": ours_per_frame, "ours_haar": ours_haar, "ours_video": ours_video,
                  "dlib": dlib_per_frame}
     return frames_per_second(clips, pipelines)
 
@@ -293,10 +295,11 @@ LATENCY_ROWS = (("cnn_torch", "landmarks per face: CNN forward on PyTorch"),
                 ("cnn_flip", "landmarks per face: CNN forward + flip average (default backend)"),
                 ("face", "landmarks per face: default step from a detector box"),
                 ("face_accurate", "landmarks per face: --accurate step from a detector box"))
-DETECTION_ROWS = (("dlib", "face detection per frame (dlib on RGB)"),
-                  ("dlib_gray", "face detection per frame (dlib on gray)"))
+DETECTION_ROWS = (("ours", "dlib", "face detection per frame (dlib on RGB)"),
+                  ("ours", "dlib_gray", "face detection per frame (dlib on gray)"),
+                  ("haar", "dlib", "face detection per frame, --face-detector haar (dlib on RGB)"))
 END_TO_END_ROWS = (("ours", "end to end, every frame detected (frames with a face)"),
-                   ("ours_upright", "end to end, every frame, --upright-only (frames with a face)"),
+                   ("ours_haar", "end to end, every frame, --face-detector haar (frames with a face)"),
                    ("ours_video", "end to end, video tracking (frames with a face)"))
 
 
@@ -306,8 +309,8 @@ def speed_rows(latency, detection, fps, training, folder=None):
     rows = [[label, ms(1e3 * latency[key]), ms(1e3 * latency["dlib"]),
              speed_ratio(latency[key], latency["dlib"])]
             for key, label in LATENCY_ROWS if key in latency]
-    rows += [[label, ms(1e3 * detection["haar"]), ms(1e3 * detection[key]),
-              speed_ratio(detection["haar"], detection[key])] for key, label in DETECTION_ROWS]
+    rows += [[label, ms(1e3 * detection[ours]), ms(1e3 * detection[theirs]),
+              speed_ratio(detection[ours], detection[theirs])] for ours, theirs, label in DETECTION_ROWS]
     rows += [[label, f"{fps[key][0]:.1f} fps ({100 * fps[key][1]:.0f} %)",
               f"{fps['dlib'][0]:.1f} fps ({100 * fps['dlib'][1]:.0f} %)",
               speed_ratio(fps[key][0], fps["dlib"][0], higher_is_faster=True)]

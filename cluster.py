@@ -6,11 +6,12 @@
 
 Inputs are images and folders as for detect.py, and --list files of paths, one per line (blank and
 # lines skipped). Each worker thread builds the detector once (detect.py's --backend, --model,
---upright-only, --no-flip and Haar options) and runs runner.image_result on chunks of images; this
-process writes one JSON line per image in input order to a temporary file that becomes --json when
-the run is complete: the file `detect.py --json` writes for the same inputs. A bad image is one line
-on stderr (exit status 1). Workers read the images at the absolute paths this machine sees (on many
-machines: a shared filesystem), and a worker whose model file differs from this one's stops the run.
+--face-detector, --upright-only, --no-flip and Haar options) and runs runner.image_result on
+chunks of images; this process writes one JSON line per image in input order to a temporary file
+that becomes --json when the run is complete: the file `detect.py --json` writes for the same
+inputs. A bad image is one line on stderr (exit status 1). Workers read the images at the
+absolute paths this machine sees (on many machines: a shared filesystem), and a worker whose model
+file differs from this one's stops the run.
 """
 
 import logging
@@ -43,7 +44,8 @@ INSTALL = "pip install -r requirements-cluster.txt"
 ENVIRONMENT = (f"every machine of the cluster (scheduler and workers) needs the repository on PYTHONPATH "
                f"or `pip install .`, and {INSTALL}")
 # Detector options handed to detect.parse_args, which checks them and gives their defaults.
-DETECTOR_OPTIONS = {"--backend": "{auto,torch,onnx}", "--model": "FILE", "--scale-factor": "X",
+DETECTOR_OPTIONS = {"--backend": "{auto,torch,onnx}", "--model": "FILE",
+                    "--face-detector": "{blazeface,haar}", "--scale-factor": "X",
                     "--min-neighbors": "N", "--min-size": "PIXELS", "--upright-only": None, "--no-flip": None,
                     "--accurate": None, "--convention": "{300w,course}"}
 

@@ -11,7 +11,7 @@
     python evaluate.py --csv wild.csv --images training/ --convention course   # not the labels' head
 
 Protocols:
-  pipeline      Haar detector -> crop -> CNN, exactly what detect.py does; a face the detector
+  pipeline      face detector -> crop -> CNN, exactly what detect.py does; a face the detector
                 misses counts as a failure (infinite error).
   crop          the dataset image itself is the face crop, as the course feeds it to its network.
   labelled-box  the face box is derived from the labelled keypoints (no detector): the CNN alone.

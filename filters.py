@@ -25,7 +25,7 @@ from functools import partial
 import cv2
 import numpy as np
 
-from facial_keypoints.detect import FaceDetector, KeypointDetector
+from facial_keypoints.detect import KeypointDetector, face_detector_for
 from facial_keypoints.face_crop import transform_points
 from facial_keypoints.media import Input, OneLineParser, Outputs
 from facial_keypoints.runner import Action, add_input_options, check_input_options, process_video, run
@@ -143,8 +143,8 @@ def filter_video(detector, source, name, out_dir, detect_every=5, smooth=True):
 
 def build_detector(args):
     """The detector for these options (module level: each --workers process builds its own)."""
-    rotations = () if args.upright_only else FaceDetector.ROTATIONS
-    return KeypointDetector(args.model, FaceDetector(rotations=rotations), backend=args.backend,
+    face_detector = face_detector_for(args.face_detector, args.upright_only)
+    return KeypointDetector(args.model, face_detector, backend=args.backend,
                             convention=args.convention)
 
 

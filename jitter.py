@@ -63,7 +63,7 @@ def face_track(faces_per_frame, centre):
 
 
 def run_clip(detector, frames, fps=30.0, tracking=True, smooth=True):
-    """Keypoints of every frame: with tracking (FaceTracker), or Haar + CNN on each frame alone."""
+    """Keypoints of every frame: with tracking (FaceTracker), or detector + CNN on each frame alone."""
     tracker = FaceTracker(detector, fps=fps, smooth=smooth)
     grays = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames]
     return [tracker(g) if tracking else detector.detect(g) for g in grays]

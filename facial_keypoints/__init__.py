@@ -5,7 +5,7 @@
     faces = detector.detect(load_image("photo.jpg"))   # [Face(box=(x, y, w, h), keypoints=(68, 2))]
 
 The names below are loaded on first use (PEP 562), so that importing one module of the package
-(face_crop, say, which training shares) does not load the detector, OpenCV's cascade or onnxruntime.
+(face_crop, say, which training shares) does not load the detectors or onnxruntime.
 """
 
 import importlib
@@ -14,6 +14,7 @@ import importlib
 EXPORTS = {
     "KeypointDetector": "detect",
     "FaceDetector": "detect",
+    "BlazeFaceDetector": "detect",
     "FaceTracker": "tracking",
     "Face": "media",
     "load_image": "media",

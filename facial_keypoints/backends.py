@@ -42,7 +42,7 @@ DEFAULT_CONVENTION = "300w"
 
 
 def limit_threads(n):
-    """Run OpenCV (the face cascade), the models loaded from now on and PyTorch, if loaded, on `n`
+    """Run OpenCV (the face detector), the models loaded from now on and PyTorch, if loaded, on `n`
     threads: a worker process that shares the cores with others, or a timing on a set thread count."""
     global default_threads
     default_threads = n
@@ -117,7 +117,7 @@ class OnnxModel:
         options.intra_op_num_threads = options.inter_op_num_threads = (
             default_threads if threads is None else threads)
         # No busy-waiting between passes: onnxruntime's threads otherwise spin on the cores after
-        # each small forward pass, while OpenCV's cascade (which runs between passes) needs them.
+        # each small forward pass, while OpenCV's face detector (which runs between passes) needs them.
         for pool in ("intra_op", "inter_op"):
             options.add_session_config_entry(f"session.{pool}.allow_spinning", "0")
         try:

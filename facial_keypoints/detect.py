@@ -7,10 +7,11 @@
     python detect.py photo.jpg --backend torch        # PyTorch instead of onnxruntime
     python detect.py photo.jpg --accurate             # more forward passes per face: slower, fewer misreads
     python detect.py photo.jpg --convention course    # the course's labelling (default: 300-W's)
+    python detect.py photo.jpg --face-detector haar   # the course's Haar cascade instead of BlazeFace
 
 As a library:
 
-    detector = KeypointDetector()          # loads the shipped model and the Haar cascade, once
+    detector = KeypointDetector()          # loads the shipped model and the face detector, once
     detector = KeypointDetector(backend="torch")   # force PyTorch (default "auto": onnxruntime when
                                                    # installed and its export matches the .pt)
     detector = KeypointDetector(convention="course")   # the course head (default: "300w" when the
@@ -18,11 +19,13 @@ As a library:
     faces = detector.detect(rgb_image)     # [Face(box=(x, y, w, h), keypoints=(68, 2))], image pixels
     tracker = FaceTracker(detector, fps=30)        # tracking.py: the same, per video frame
 
-Faces come from OpenCV's frontal-face Haar cascade (the course's detector); each box becomes the
-same crop the network was trained on (face_crop.crop_matrix), all faces of an image go through
-the CNN as one batch (backends.py: PyTorch or onnxruntime), and the keypoints are mapped back to
-image pixels. A tilted head is found in a turned copy of the image and cropped turned, so the
-network sees it upright. Videos are tracked (tracking.py); files in and out are media.py's job.
+Faces come from BlazeFace (blazeface.py, a small learned detector that also gives each face's
+roll) or, with `--face-detector haar`, from OpenCV's frontal-face Haar cascade, the course's
+detector, which finds a tilted head in a turned copy of the image. Each box becomes the same crop
+the network was trained on (face_crop.crop_matrix), turned so that the network sees the face
+upright; all faces of an image go through the CNN as one batch (backends.py: PyTorch or
+onnxruntime), and the keypoints are mapped back to image pixels. Videos are tracked
+(tracking.py); files in and out are media.py's job.
 """
 
 import os
@@ -37,6 +40,7 @@ import numpy as np
 
 from . import media, runner
 from .backends import load_backend, predict_both_ways, predict_normalized
+from .blazeface import BLAZEFACE_MODEL, BlazeFace
 from .face_crop import (
     box_for_crop_centre,
     box_iou,
@@ -68,7 +72,49 @@ CROP_SHIFTS = ((0.0, 0.0), (0.03, 0.0), (-0.03, 0.0), (0.0, 0.03), (0.0, -0.03))
 HAAR_CASCADE = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
 
 
-class FaceDetector:
+class FoundFaces:
+    """What both face detectors share: `candidates(gray, rotations)` gives every detection as
+    (weight, box, angle), and `find` keeps one per face (kept_of). A box that covers more than
+    `overlap` of a surer one (or of itself) is dropped as the same face (two real faces
+    overlapping that much lose one). `find` gives each face's box and the angle its crop is turned
+    by (its rough roll); `__call__` gives the boxes alone. `rotations` are the turned copies of the
+    image the detector searches (the video tracker searches a few per frame)."""
+
+    rotations, overlap, upright_bonus = (), 0.3, 0.0
+
+    def find(self, gray, rotations=None):
+        """(boxes (N, 4) x, y, w, h in image pixels, angles (N,) in degrees); `rotations`
+        overrides self.rotations for this call (the video tracker turns fewer copies per frame)."""
+        return self.merge(self.candidates(gray, rotations))
+
+    def candidates(self, gray, rotations=None):
+        raise NotImplementedError
+
+    def merge(self, found, upright_bonus=None):
+        """(boxes, angles) of the detections kept_of(found) keeps."""
+        return boxes_and_angles(found, self.kept_of(found, upright_bonus))
+
+    def kept_of(self, found, upright_bonus=None):
+        """The indices of one detection per face, in the detector's order. Surest first (an upright
+        one gets `upright_bonus`), a box that covers `overlap` of a surer one (or of itself) is the
+        same face found again, or part of it, and is dropped, unless it is more than twice as large
+        (a face around a false detection on part of it, which then goes instead)."""
+        bonus = self.upright_bonus if upright_bonus is None else upright_bonus
+        kept = []  # indices into found
+        for i in sorted(range(len(found)), key=lambda i: -found[i][0] - bonus * (found[i][2] == 0)):
+            box = found[i][1]
+            overlapping = [k for k in kept if box_iou(box, found[k][1], over="smaller")[0, 0] >= self.overlap]
+            if not overlapping:
+                kept.append(i)
+            elif all(box[2] > 2.0 * found[k][1][2] for k in overlapping):
+                kept = [k for k in kept if k not in overlapping] + [i]
+        return sorted(kept)
+
+    def __call__(self, gray):
+        return self.find(gray)[0]
+
+
+class FaceDetector(FoundFaces):
     """OpenCV's Haar frontal-face cascade, for faces at any roll up to about 60 degrees. Images
     larger than `max_side` are downscaled for detection only; boxes come back in original pixels.
 
@@ -77,13 +123,11 @@ class FaceDetector:
     at least `half_from` pixels (HALF_RES_FROM; None: never) the turned copies are searched at half
     resolution, a fraction of the work each (HALF_RES_SEARCH); there a tilted face below about
     48 pixels is found only when upright, and small tilted faces are missed more often.
-    A face found in several copies is kept where the cascade was surest of it (its level weight;
-    KeypointDetector.find_faces asks the network instead), and a box that covers more than
-    `overlap` of a surer one (or of itself) is dropped as the same face (two real faces
-    overlapping that much lose one). `find` gives each face's box and the angle of the copy it
-    was found in (its rough roll: its crop is turned by that angle);
-    `__call__` gives the boxes alone. When no copy has a face, a more sensitive upright pass
-    (`retry`: finer scale steps, fewer neighbours) runs before giving up.
+    A face found in several copies is kept where the cascade was surest of it (its level weight,
+    an upright one gets `upright_bonus`; KeypointDetector.find_faces asks the network instead),
+    and its angle is that of the copy it was found in (its crop is turned by that angle). When no
+    copy has a face, a more sensitive upright pass (`retry`: finer scale steps, fewer neighbours)
+    runs before giving up. The course's detector (Notebooks 1 and 3), and `--face-detector haar`.
     """
 
     ROTATIONS = (-22.5, 22.5, -45.0, 45.0)  # the cascade finds faces within ~15 degrees of upright
@@ -103,11 +147,6 @@ class FaceDetector:
         self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
         self.min_size, self.max_side, self.retry, self.rotations = min_size, max_side, retry, rotations
         self.overlap, self.upright_bonus, self.half_from = overlap, upright_bonus, half_from
-
-    def find(self, gray, rotations=None):
-        """(boxes (N, 4) x, y, w, h in image pixels, angles (N,) in degrees); `rotations`
-        overrides self.rotations for this call (the video tracker turns fewer copies per frame)."""
-        return self.merge(self.candidates(gray, rotations))
 
     def candidates(self, gray, rotations=None):
         """Every detection in every turned copy, before merging: a list of (weight, box, angle)."""
@@ -136,26 +175,6 @@ class FaceDetector:
         half = cv2.resize(gray, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
         return half, 0.5, (*self.HALF_RES_SEARCH, (max(1, int(round(min_size[0] * 0.5))),) * 2)
 
-    def merge(self, found, upright_bonus=None):
-        """(boxes, angles) of the detections kept_of(found) keeps."""
-        return boxes_and_angles(found, self.kept_of(found, upright_bonus))
-
-    def kept_of(self, found, upright_bonus=None):
-        """The indices of one detection per face, in the cascade's order. Surest first (an upright
-        one gets `upright_bonus`), a box that covers `overlap` of a surer one (or of itself) is the
-        same face found again, or part of it, and is dropped, unless it is more than twice as large
-        (a face around a false detection on part of it, which then goes instead)."""
-        bonus = self.upright_bonus if upright_bonus is None else upright_bonus
-        kept = []  # indices into found
-        for i in sorted(range(len(found)), key=lambda i: -found[i][0] - bonus * (found[i][2] == 0)):
-            box = found[i][1]
-            overlapping = [k for k in kept if box_iou(box, found[k][1], over="smaller")[0, 0] >= self.overlap]
-            if not overlapping:
-                kept.append(i)
-            elif all(box[2] > 2.0 * found[k][1][2] for k in overlapping):
-                kept = [k for k in kept if k not in overlapping] + [i]
-        return sorted(kept)
-
     def find_turned(self, gray, angle, scale_factor, min_neighbors, min_size):
         """The cascade on the image turned by `angle` degrees: a list of (weight, crop centre in
         image pixels, side, angle) per face."""
@@ -175,8 +194,24 @@ class FaceDetector:
             faces.append((float(weight), centre, float(box[2]), float(angle)))
         return faces
 
-    def __call__(self, gray):
-        return self.find(gray)[0]
+
+class BlazeFaceDetector(FoundFaces):
+    """The default face detector: BlazeFace (blazeface.py), a small network that finds faces at
+    any roll up to about 60 degrees in one pass over an image pyramid, and reads each face's roll
+    from its eye line, so no turned copies are searched: `rotations` is empty. A face's crop is
+    turned by its roll beyond +-`max_roll` degrees (the rule face_crop.upright_box follows).
+    Faces smaller than `min_size` pixels (the Haar box's side) are not searched for."""
+
+    def __init__(self, min_size=30, model_path=BLAZEFACE_MODEL, max_roll=5.0):
+        self.network = BlazeFace(model_path, min_size)
+        self.min_size, self.max_roll = min_size, max_roll
+
+    def candidates(self, gray, rotations=None):
+        """Every face BlazeFace found, as (score, box, angle); `rotations` is ignored: the network
+        finds tilted faces itself."""
+        scores, boxes, rolls = self.network(gray)
+        angles = rolls - np.clip(rolls, -self.max_roll, self.max_roll)
+        return [(float(s), box, float(a)) for s, box, a in zip(scores, boxes, angles, strict=True)]
 
 
 def flip_disagreement(direct, mirrored):
@@ -232,7 +267,7 @@ class KeypointDetector:
         self.model, self.meta = self.backend.model, self.backend.meta
         self.size = self.meta["input_size"]
         self.margin, self.shift = self.meta["crop_margin"], self.meta["crop_shift"]
-        self.face_detector = face_detector or FaceDetector()
+        self.face_detector = face_detector or BlazeFaceDetector()
         self.flip_average, self.refine, self.max_roll = flip_average, refine, max_roll
         self.max_disagreement, self.accurate = max_disagreement, accurate
         self.seconds = defaultdict(float)
@@ -329,13 +364,15 @@ class KeypointDetector:
 
     def find_faces(self, gray, rotations=None):
         """(boxes (N, 4), angles (N,), keypoints (N, 68, 2) or None) of the faces in a gray image
-        (FaceDetector.find, timed as the detection stage). When turned copies found faces, the
-        same face found at several angles is kept at the angle where the network sees it best
-        (rank_by_symmetry), and the flip-averaged keypoints the network gave each kept crop come
-        too (keypoints_for_boxes' first pass; None when no ranking ran)."""
+        (the face detector's find, timed as the detection stage). When the Haar cascade's turned
+        copies found faces, the same face found at several angles is kept at the angle where the
+        network sees it best (rank_by_symmetry), and the flip-averaged keypoints the network gave
+        each kept crop come too (keypoints_for_boxes' first pass; None when no ranking ran).
+        BlazeFace finds each face once, at its own roll: nothing to rank."""
         with stopwatch(self.seconds, "detection"):
             found = self.face_detector.candidates(gray, rotations)
-        if len(found) < 2 or not any(angle for *_, angle in found):
+        turned = self.face_detector.rotations and any(angle for *_, angle in found)
+        if len(found) < 2 or not turned:
             return *self.face_detector.merge(found), None
         scored, keypoints = self.rank_by_symmetry(gray, found)
         kept = self.face_detector.kept_of(scored, upright_bonus=0.0)
@@ -388,8 +425,10 @@ def parse_args(argv=None):
     runner.add_input_options(parser, detect_every=10)
     parser.add_argument("--json", default=None, metavar="FILE",
                         help="write JSON Lines: one object per image or video frame, naming its convention")
-    parser.add_argument("--scale-factor", type=float, default=1.2, help="Haar cascade scale step")
-    parser.add_argument("--min-neighbors", type=int, default=2, help="Haar cascade minNeighbors")
+    parser.add_argument("--scale-factor", type=float, default=1.2,
+                        help="Haar cascade scale step (--face-detector haar)")
+    parser.add_argument("--min-neighbors", type=int, default=2,
+                        help="Haar cascade minNeighbors (--face-detector haar)")
     parser.add_argument("--min-size", type=int, default=30, help="smallest face in pixels")
     parser.add_argument("--accurate", action="store_true",
                         help="read each face with more forward passes (a middle refine crop, the last "
@@ -406,11 +445,19 @@ def parse_args(argv=None):
     return args
 
 
+def face_detector_for(name, upright_only=False, min_size=30, scale_factor=1.2, min_neighbors=2):
+    """The face detector runner's --face-detector names: "blazeface" or "haar" (with its options)."""
+    if name == "blazeface":
+        return BlazeFaceDetector(min_size)
+    return FaceDetector(scale_factor, min_neighbors, min_size,
+                        rotations=() if upright_only else FaceDetector.ROTATIONS)
+
+
 def build_detector(args):
     """The detector the command-line options ask for (a module-level function: each --workers
     process builds its own from the same options)."""
-    face_detector = FaceDetector(args.scale_factor, args.min_neighbors, args.min_size,
-                                 rotations=() if args.upright_only else FaceDetector.ROTATIONS)
+    face_detector = face_detector_for(args.face_detector, args.upright_only, args.min_size,
+                                      args.scale_factor, args.min_neighbors)
     return KeypointDetector(args.model, face_detector, flip_average=not args.no_flip, backend=args.backend,
                             accurate=args.accurate, convention=args.convention)
 

@@ -28,6 +28,7 @@ from .media import DataError
 from .tracking import FaceTracker
 
 MAX_WORKERS = 8  # past this, workers mostly wait for the disk and each holds its own model
+FACE_DETECTORS = ("blazeface", "haar")  # detect.face_detector_for builds them
 
 
 def default_workers():
@@ -263,10 +264,14 @@ def add_input_options(parser, detect_every):
                              "model has that head, else the model's only one")
     parser.add_argument("--camera", type=int, default=None, metavar="N", help="read camera N (Ctrl-C stops)")
     parser.add_argument("--detect-every", type=int, default=detect_every, metavar="K",
-                        help="video: run the Haar cascade every K frames, track in between")
+                        help="video: run the face detector every K frames, track in between")
     parser.add_argument("--no-smooth", action="store_true", help="video: no temporal smoothing")
+    parser.add_argument("--face-detector", choices=FACE_DETECTORS, default="blazeface",
+                        help="blazeface (a small network, finds tilted heads in one pass) or haar "
+                             "(OpenCV's Haar cascade, the course's)")
     parser.add_argument("--upright-only", action="store_true",
-                        help="upright faces only: faster, misses heads tilted more than ~15 degrees")
+                        help="with --face-detector haar: no turned copies of the image, faster, misses "
+                             "heads tilted more than ~15 degrees")
     parser.add_argument("--workers", type=int, default=default_workers(), metavar="N",
                         help="processes for the still images of a folder or a list "
                              f"(default: the cores, at most {MAX_WORKERS}; 1: this process only)")
@@ -279,6 +284,8 @@ def check_input_options(parser, args):
         parser.error(f"--camera {args.camera}: camera numbers start at 0")
     if args.workers < 1:
         parser.error(f"--workers {args.workers}: must be 1 or more")
+    if args.upright_only and args.face_detector != "haar":
+        parser.error("--upright-only is for --face-detector haar: BlazeFace finds tilted heads in one pass")
 
 
 def run(args, make_detector, action, json_path=None):

@@ -4,7 +4,7 @@
     for frame in video:
         faces = tracker(frame)        # [Face(box, keypoints, track_id)], like KeypointDetector.detect
 
-The Haar cascade runs every few frames only; in between, each face's crop comes from its keypoints
+The face detector runs every few frames only; in between, each face's crop comes from its keypoints
 in the previous frame, and a One Euro filter per face removes the frame-to-frame jitter.
 """
 
@@ -61,11 +61,11 @@ class Track:
 class FaceTracker:
     """Faces through a video: call it on each frame (gray or RGB uint8), get a list of Face.
 
-    The Haar cascade runs every `detect_every` frames, or on the next frame when a face moved so
+    The face detector runs every `detect_every` frames, or on the next frame when a face moved so
     far that its crop may have lost it; its boxes are matched to the tracks by overlap (IoU). In
     between, a face's crop comes from its keypoints in the previous frame (face_crop.upright_box:
     the box the Haar cascade would draw there, turned with the face's roll), which costs nothing
-    and jitters less than the cascade's own. A track the cascade misses in `max_missed` detection
+    and jitters less than the detector's own. A track the detector misses in `max_missed` detection
     rounds in a row is dropped, and so is one whose crop fails the detector's face check
     (KeypointDetector.max_disagreement). With `smooth`, each track's keypoints go through a One
     Euro filter.
@@ -102,7 +102,7 @@ class FaceTracker:
             track.missed = 0 if i in matched_tracks else track.missed + 1
         self.tracks = [t for t in self.tracks if t.missed < self.max_missed]
         new = [j for j in range(len(boxes)) if j not in matched_boxes]
-        # A new face starts from the crop its Haar keypoints imply, the crop it is tracked with
+        # A new face starts from the crop its first keypoints imply, the crop it is tracked with
         # later: without this the first frames of a track drift by a pixel or two.
         points = (keypoints[new] if keypoints is not None else
                   self.detector.keypoints_for_boxes(gray, boxes[new], angles[new], refine=False))
@@ -138,7 +138,8 @@ class FaceTracker:
     def rotations_now(self):
         """The turned copies this detection round searches: the one nearest to each tilted track,
         so the cascade can confirm it, and one more in turn, so a new tilted face is found within
-        a few rounds. A round then searches one or two turned copies, not four."""
+        a few rounds. A round then searches one or two turned copies, not four. None for BlazeFace,
+        which has no turned copies."""
         rotations = tuple(self.detector.face_detector.rotations)
         if not rotations:
             return ()

@@ -34,6 +34,17 @@ def dataset_dir():
     return folder
 
 
+def box_centre(box):
+    x, y, w, h = box
+    return np.array([x + w / 2, y + h / 2])
+
+
+def largest_face(record):
+    """The largest face of a detect.py JSON record: the photo's own face where the detector also
+    took something small for one."""
+    return max(record["faces"], key=lambda face: face["box"][2])
+
+
 def face_keypoints(center=(100.0, 110.0), scale=1.0):
     """68 distinct points in the rough iBUG layout (jaw, brows, nose, eyes, mouth), mirror-symmetric
     about x = center[0] under face_crop.FLIP_PERMUTATION; at scale 1 they span about 90 x 100 px

@@ -9,7 +9,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import face_keypoints
+from conftest import box_centre, face_keypoints
 from skimage import data
 
 from facial_keypoints import detect, face_crop, media, tracking
@@ -50,11 +50,6 @@ def check_record(record, width, height, frame=None):
                    for p in face["keypoints"])
 
 
-def box_centre(box):
-    x, y, w, h = box
-    return np.array([x + w / 2, y + h / 2])
-
-
 def astronaut_face():
     """The cropped astronaut (RGB, 300 x 300) and the centre of its face, found by the detector."""
     image = np.ascontiguousarray(data.astronaut()[FACE_CROP])
@@ -83,8 +78,7 @@ def test_several_astronauts_one_result_each_in_place(detector):
     for x, y in origins:
         canvas[y:y + face.shape[0], x:x + face.shape[1]] = face
     faces = detector.detect(canvas)
-    assert len(faces) == 3
-    side = faces[0].box[2]
+    side = max(f.box[2] for f in faces)
     for origin in origins:
         found = [f for f in faces if np.linalg.norm(box_centre(f.box) - (origin + centre)) < 0.2 * side]
         assert len(found) == 1, f"no single face near {origin + centre}"
@@ -346,13 +340,14 @@ def test_a_tilted_head_is_found_and_its_keypoints_follow_it(detector, degrees):
     assert abs(found.roll - face_crop.angle_between(upright.roll - degrees, 0.0)) < 4
 
 
-def test_a_large_image_searches_its_turned_copies_at_half_resolution(detector, monkeypatch):
+def test_a_large_image_searches_its_turned_copies_at_half_resolution(monkeypatch):
     """From HALF_RES_FROM pixels on, the turned copies are half the size of the upright one, and a
     head tilted 40 degrees in a large photo is still found and read as on the small one."""
     face, _ = astronaut_face()
     tilted, _ = turned(face, -40.0)
     large = cv2.resize(tilted, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
     assert max(tilted.shape[:2]) < detect.FaceDetector.HALF_RES_FROM <= max(large.shape[:2])
+    detector = detect.KeypointDetector(face_detector=detect.FaceDetector())
     searched = []
     find_turned = detect.FaceDetector.find_turned
     monkeypatch.setattr(detect.FaceDetector, "find_turned", lambda self, gray, angle, *search:
@@ -424,7 +419,7 @@ def test_cli_given_image_and_no_face_image(tmp_path):
     write_rgb(tmp_path / "astro.png", face)
     blank = np.tile(np.linspace(0, 255, 160).astype(np.uint8), (120, 1))
     cv2.imwrite(str(tmp_path / "blank.jpg"), blank)
-    result = run_cli("astro.png", "blank.jpg", "--out", "out", "--json", "k.jsonl", "--no-flip", cwd=tmp_path)
+    result = run_cli("astro.png", "blank.jpg", "--out", "out", "--json", "k.jsonl", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     astro, empty = read_jsonl(tmp_path / "k.jsonl")
     check_record(astro, 300, 300)

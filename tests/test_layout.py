@@ -12,23 +12,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "facial_keypoints"
 # Bottom to top: a module may import those listed before it, never one after it.
 # train_data (the faces a run trains and validates on) and train_checkpoint (its checkpoint): jobs
-# of train.py's, below the inference pipeline (backends, tracking, runner, detect), which
+# of train.py's, below the inference pipeline (blazeface, backends, tracking, runner, detect), which
 # NOT_FOR_TRAINING keeps them from importing.
 LAYERS = ["facial_keypoints.face_crop", "facial_keypoints.media", "models", "metrics", "degradations",
-          "make_overlays", "data_load", "train_data", "train_checkpoint", "facial_keypoints.backends",
-          "facial_keypoints.tracking", "facial_keypoints.runner", "facial_keypoints.detect",
-          "facial_keypoints", "facial_keypoints.__main__", "detect", "train", "evaluate", "export", "filters",
-          "cluster", "jitter", "get_data", "dlib_baseline", "pseudo_label", "bench_speed", "bench_accuracy",
-          "bench"]
+          "make_overlays", "data_load", "train_data", "train_checkpoint", "facial_keypoints.blazeface",
+          "facial_keypoints.backends", "facial_keypoints.tracking", "facial_keypoints.runner",
+          "facial_keypoints.detect", "facial_keypoints", "facial_keypoints.__main__", "detect", "train",
+          "evaluate", "export", "filters", "cluster", "jitter", "get_data", "dlib_baseline", "pseudo_label",
+          "bench_speed", "bench_accuracy", "bench"]
 BENCHMARK = {"dlib_baseline", "bench_speed", "bench_accuracy", "bench"}
 INFERENCE = {name for name in LAYERS if name.startswith(PACKAGE)} | {"cluster"}
 TRAINING = {"train", "train_data", "train_checkpoint"}
 NOT_FOR_INFERENCE = BENCHMARK | TRAINING | {"filters", "evaluate", "export", "jitter", "get_data",
                                             "pseudo_label", "data_load", "metrics", "degradations",
                                             "make_overlays"}
-NOT_FOR_TRAINING = BENCHMARK | {"facial_keypoints.backends", "facial_keypoints.tracking",
-                                "facial_keypoints.runner", "facial_keypoints.detect", "detect", "evaluate",
-                                "filters", "export", "jitter"}
+NOT_FOR_TRAINING = BENCHMARK | {"facial_keypoints.blazeface", "facial_keypoints.backends",
+                                "facial_keypoints.tracking", "facial_keypoints.runner",
+                                "facial_keypoints.detect", "detect", "evaluate", "filters", "export",
+                                "jitter"}
 
 
 def path_of(module):

@@ -1,0 +1,138 @@
+"""BlazeFace: the default face detector, a small learned network that finds faces at any roll up to
+about 60 degrees in one pass, where the Haar cascade needs turned copies of the image.
+
+It is MediaPipe's short-range face detector (saved_models/face_detection_short_range.tflite,
+Apache-2.0, from the mediapipe wheel on PyPI: its .LICENSE file says which), run by OpenCV's dnn
+module, which reads TFLite files: no new dependency. For each face it gives a score, a box and
+six points (eyes, nose tip, mouth, ears); the eye line gives the face's roll, so its first crop
+can be turned upright at once.
+
+The network is fully convolutional: on an input of any size (a multiple of 16) it predicts a face
+at every anchor of its two grids (strides 8 and 16, as MediaPipe's SSD anchors for 128 x 128).
+It finds faces from about a fifth of its 128-pixel input up to the whole of it, so small faces
+need the image larger: `BlazeFace` runs a pyramid, from the scale at which a face of `min_size`
+pixels is SMALLEST_FACE pixels across down, a factor PYRAMID_STEP at a time, to the whole image
+in 128 pixels, and merges what the levels found (weighted non-maximum suppression, as MediaPipe
+does).
+"""
+
+import os
+
+import cv2
+import numpy as np
+
+from .face_crop import box_for_crop_centre
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BLAZEFACE_MODEL = os.path.join(HERE, "saved_models", "face_detection_short_range.tflite")
+INPUT_SIZE = 128    # the input the network was trained on; smaller inputs are padded to it
+GRIDS = ((8, 2), (16, 6))   # (stride, anchors per cell), MediaPipe's short-range anchors
+# The pyramid: a face (Haar-box side) SMALLEST_FACE pixels across at the network's input is
+# found reliably (99 of 100 validation faces; about two thirds at 19 pixels); each level is
+# PYRAMID_STEP times smaller than the last. Chosen on the validation people pasted into 640x480
+# frames at 6 to 90 % of the frame height (docs/EXPERIMENTS.md).
+SMALLEST_FACE = 25.6
+PYRAMID_STEP = 3.0
+MIN_SCORE = 0.5     # MediaPipe's own threshold
+SAME_FACE_IOU = 0.3  # MediaPipe's: detections overlapping more than this are one face
+# How BlazeFace's box sits on the landmarks, in the Haar box's terms (face_crop.HAAR_BOX_*): the
+# box the crop expects is BOX_SCALE times BlazeFace's side, its crop centre BOX_DROP of that side
+# below BlazeFace's box centre, along the face's own down axis. Medians over 600 training faces
+# outside the validation and unseen people (docs/EXPERIMENTS.md).
+BOX_SCALE = 1.148
+BOX_DROP = 0.062
+
+
+def anchors(height, width):
+    """(N, 2) anchor centres in input pixels, in the network's output order."""
+    centres = []
+    for stride, per_cell in GRIDS:
+        ys, xs = np.mgrid[0:height // stride, 0:width // stride]
+        cells = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32) * stride + stride / 2
+        centres.append(np.repeat(cells, per_cell, axis=0))
+    return np.concatenate(centres)
+
+
+def weighted_nms(scores, boxes, points, same_face_iou=SAME_FACE_IOU):
+    """Merge detections of one face: surest first, every detection overlapping it by more than
+    `same_face_iou` joins it, and the face is their score-weighted mean box and points.
+    (scores (N,), boxes (N, 4) x0, y0, x1, y1, points (N, 6, 2)) -> the same for the faces."""
+    order, used, faces = np.argsort(-scores), np.zeros(len(scores), bool), []
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    for i in order:
+        if used[i]:
+            continue
+        dx = np.minimum(boxes[i, 2], boxes[:, 2]) - np.maximum(boxes[i, 0], boxes[:, 0])
+        dy = np.minimum(boxes[i, 3], boxes[:, 3]) - np.maximum(boxes[i, 1], boxes[:, 1])
+        inter = np.clip(dx, 0, None) * np.clip(dy, 0, None)
+        group = np.nonzero((inter > same_face_iou * (area[i] + area - inter)) & ~used)[0]
+        used[group] = True
+        weights = scores[group] / scores[group].sum()
+        faces.append((scores[i], weights @ boxes[group], np.tensordot(weights, points[group], axes=1)))
+    if not faces:
+        return np.zeros(0), np.zeros((0, 4)), np.zeros((0, 6, 2))
+    return tuple(np.array(column) for column in zip(*faces, strict=True))
+
+
+class BlazeFace:
+    """The network and its pyramid: __call__(gray) gives every face's (score, box, roll)."""
+
+    def __init__(self, model_path=BLAZEFACE_MODEL, min_size=30, min_score=MIN_SCORE):
+        if not os.path.isfile(model_path):
+            raise RuntimeError(f"{model_path}: the face detector's model file is missing")
+        try:
+            cv2.dnn.readNetFromTFLite(model_path)
+        except cv2.error as error:
+            raise RuntimeError(f"{model_path}: OpenCV could not read it as a TFLite model "
+                               f"({str(error).strip().splitlines()[-1]})") from None
+        self.model_path, self.min_size, self.min_score = model_path, min_size, min_score
+        # One network per pyramid level: OpenCV re-plans a network whenever its input's shape
+        # changes, which a video's frames then never make it do.
+        self.nets = []
+
+    def scales(self, height, width):
+        """The pyramid's scales for an image of this size, largest first."""
+        scale, scales = SMALLEST_FACE / self.min_size, []
+        while scale * max(height, width) > INPUT_SIZE:
+            scales.append(scale)
+            scale /= PYRAMID_STEP
+        return scales + [INPUT_SIZE / max(height, width)]
+
+    def level(self, gray, scale, index=0):
+        """(scores, boxes x0, y0, x1, y1, points (N, 6, 2)) in image pixels, of the detections
+        above min_score in the image resized by `scale` (the pyramid's level `index`)."""
+        height, width = gray.shape[:2]
+        h, w = max(1, round(height * scale)), max(1, round(width * scale))
+        shrink = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        small = cv2.resize(gray, (w, h), interpolation=shrink)
+        padded_h, padded_w = (max(INPUT_SIZE, -(-side // 16) * 16) for side in (h, w))
+        padded = np.zeros((padded_h, padded_w), np.float32)
+        padded[:h, :w] = small / np.float32(127.5) - 1.0   # the network's input range is [-1, 1]
+        while len(self.nets) <= index:
+            self.nets.append(cv2.dnn.readNetFromTFLite(self.model_path))
+        net = self.nets[index]
+        net.setInput(np.repeat(padded[None, None], 3, axis=1))  # gray as RGB
+        logits, regression = (out[0] for out in net.forward(["classificators", "regressors"]))
+        keep = np.nonzero(logits[:, 0] >= np.log(self.min_score / (1 - self.min_score)))[0]
+        centres, found = anchors(padded_h, padded_w)[keep], regression[keep]
+        middle, size = centres + found[:, :2], found[:, 2:4]
+        boxes = np.concatenate([middle - size / 2, middle + size / 2], axis=1) / scale
+        points = (centres[:, None] + found[:, 4:16].reshape(-1, 6, 2)) / scale
+        return 1 / (1 + np.exp(-logits[keep, 0].astype(np.float64))), boxes, points
+
+    def __call__(self, gray):
+        """(scores (N,), boxes (N, 4) x, y, w, h, rolls (N,) degrees) of the faces in a gray
+        image. A box is the one the Haar cascade would draw on that face (BOX_SCALE, BOX_DROP),
+        so the crops are those the keypoint network was trained on; a roll is the eye line's
+        angle as face_crop.eye_roll measures it (0 level, positive clockwise on screen)."""
+        levels = [self.level(gray, scale, i) for i, scale in enumerate(self.scales(*gray.shape[:2]))]
+        found = (np.concatenate(column) for column in zip(*levels, strict=True))
+        scores, boxes, points = weighted_nms(*found)
+        eye_line = points[:, 1] - points[:, 0]   # MediaPipe's point 0 is the eye on the image's left
+        rolls = np.degrees(np.arctan2(eye_line[:, 1], eye_line[:, 0]))
+        sides = ((boxes[:, 2] - boxes[:, 0]) + (boxes[:, 3] - boxes[:, 1])) / 2
+        down = np.stack([-np.sin(np.radians(rolls)), np.cos(np.radians(rolls))], axis=1)
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2 + BOX_DROP * sides[:, None] * down
+        haar_boxes = [box_for_crop_centre(centre, BOX_SCALE * side)
+                      for centre, side in zip(centres, sides, strict=True)]
+        return scores, np.array(haar_boxes).reshape(-1, 4), rolls

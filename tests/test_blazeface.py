@@ -1,0 +1,135 @@
+"""BlazeFace, the default face detector: where its boxes sit, the roll it reads, the pyramid that
+finds small faces, its merging, its model file, and the command line's --face-detector."""
+
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from conftest import box_centre
+from skimage import data
+
+from facial_keypoints import blazeface, detect, media
+from facial_keypoints.face_crop import angle_between, eye_roll, keypoints_to_box
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FACE_CROP = (slice(0, 300), slice(100, 400))  # the astronaut's head and shoulders
+
+
+@pytest.fixture(scope="module")
+def face():
+    """The cropped astronaut in gray (300 x 300) and the Haar cascade's box on her face."""
+    gray = media.to_gray(np.ascontiguousarray(data.astronaut()[FACE_CROP]))
+    [box] = detect.FaceDetector(rotations=())(gray)
+    return gray, box
+
+
+def turned(image, degrees):
+    """The image turned counter-clockwise about its centre, and the 2x3 matrix that did it."""
+    h, w = image.shape[:2]
+    turn = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1.0)
+    return cv2.warpAffine(image, turn, (w, h), borderMode=cv2.BORDER_REPLICATE), turn
+
+
+def test_its_box_sits_on_the_face_as_the_cascade_would_draw_it(face):
+    """The crop the keypoint network expects is cut from a Haar-like box: BlazeFace's box is
+    mapped onto the one the cascade typically draws on the face's landmarks (BOX_SCALE, BOX_DROP;
+    face_crop.keypoints_to_box), here the course head's landmarks."""
+    gray, _ = face
+    haar_only = detect.FaceDetector(rotations=())
+    [found] = detect.KeypointDetector(face_detector=haar_only, convention="course").detect(gray)
+    expected = keypoints_to_box(found.keypoints)
+    scores, boxes, rolls = blazeface.BlazeFace()(gray)
+    best = int(np.argmax(scores))
+    assert scores[best] > 0.8
+    assert np.linalg.norm(box_centre(boxes[best]) - box_centre(expected)) < 0.1 * expected[2]
+    assert abs(np.log(boxes[best][2] / expected[2])) < 0.15
+    assert abs(rolls[best]) < 10  # her head is nearly level
+
+
+@pytest.mark.parametrize("degrees", [-40.0, 25.0])
+def test_a_tilted_head_is_found_once_and_its_crop_turned_by_its_roll(face, degrees):
+    """No turned copies: the network finds the tilted face and reads its roll from the eye line;
+    the keypoints the pipeline then gives have that roll too."""
+    gray, haar = face
+    tilted, turn = turned(gray, degrees)
+    boxes, angles = detect.BlazeFaceDetector().find(tilted)
+    centre = cv2.transform(box_centre(haar)[None, None], turn)[0, 0]
+    near = [i for i, box in enumerate(boxes) if np.linalg.norm(box_centre(box) - centre) < 0.25 * haar[2]]
+    assert len(near) == 1
+    # the image turned counter-clockwise by `degrees`: the face's roll is now about -degrees
+    assert abs(angle_between(angles[near[0]], -degrees)) < 10
+    [keypoints] = detect.KeypointDetector().keypoints_for_boxes(tilted, boxes[near], angles[near])
+    assert abs(angle_between(eye_roll(keypoints), -degrees)) < 8
+
+
+def test_small_faces_are_found_down_to_min_size_and_no_smaller(face):
+    """A 45-pixel face in a 640x480 frame is too small for the whole frame at 128 pixels: the
+    pyramid's finer levels find it, and a min_size above it leaves those levels out."""
+    gray, haar = face
+    scale = 45 / haar[2]
+    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    frame = np.full((480, 640), 128, np.uint8)
+    frame[200:200 + small.shape[0], 300:300 + small.shape[1]] = small
+    centre = box_centre(haar) * scale + (300, 200)
+    finder = blazeface.BlazeFace(min_size=30)
+    assert finder.scales(480, 640)[0] == pytest.approx(blazeface.SMALLEST_FACE / 30)
+    assert finder.scales(480, 640)[-1] == pytest.approx(128 / 640)
+    _, boxes, _ = finder(frame)
+    assert any(np.linalg.norm(box_centre(box) - centre) < 10 for box in boxes)
+    _, boxes, _ = blazeface.BlazeFace(min_size=120)(frame)
+    assert not any(np.linalg.norm(box_centre(box) - centre) < 20 for box in boxes)
+
+
+def test_no_face_in_a_blank_or_tiny_image():
+    finder = blazeface.BlazeFace()
+    for gray in (np.full((240, 320), 90, np.uint8), np.tile(np.arange(200, dtype=np.uint8), (150, 1)),
+                 np.zeros((5, 7), np.uint8)):
+        scores, boxes, rolls = finder(gray)
+        assert scores.shape == (0,) and boxes.shape == (0, 4) and rolls.shape == (0,)
+
+
+def test_detections_of_one_face_merge_into_their_weighted_mean():
+    scores = np.array([0.9, 0.6, 0.8])
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], dtype=float)
+    points = np.stack([np.full((6, 2), v) for v in (0.0, 3.0, 7.0)])
+    merged_scores, merged_boxes, merged_points = blazeface.weighted_nms(scores, boxes, points)
+    np.testing.assert_allclose(merged_scores, [0.9, 0.8])
+    np.testing.assert_allclose(merged_boxes[0], [0.4, 0.4, 10.4, 10.4])  # (0.9 * 0 + 0.6 * 1) / 1.5
+    np.testing.assert_allclose(merged_points[0], 1.2)
+    np.testing.assert_allclose(merged_boxes[1], boxes[2])
+
+
+def test_a_missing_or_unreadable_model_file_is_one_line(tmp_path):
+    with pytest.raises(RuntimeError, match=r"nothing\.tflite: the face detector's model file is missing"):
+        blazeface.BlazeFace(str(tmp_path / "nothing.tflite"))
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(RuntimeError, match=r"broken\.tflite: OpenCV could not read it") as error:
+        blazeface.BlazeFace(str(broken))
+    assert "\n" not in str(error.value)
+
+
+def run_detect(*args, cwd):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "detect.py"), *map(str, args)], cwd=cwd,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_the_command_line_picks_the_face_detector(tmp_path, face):
+    gray, haar = face
+    cv2.imwrite(str(tmp_path / "face.png"), gray)
+    boxes = {}
+    for name in ("blazeface", "haar"):
+        done = run_detect("face.png", "--face-detector", name, "--json", f"{name}.jsonl", "--out", "out",
+                          cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        [face_record] = __import__("json").loads((tmp_path / f"{name}.jsonl").read_text())["faces"]
+        boxes[name] = face_record["box"]
+    assert np.linalg.norm(box_centre(boxes["blazeface"]) - box_centre(boxes["haar"])) < 0.1 * haar[2]
+    done = run_detect("face.png", "--upright-only", cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == ("detect.py: --upright-only is for --face-detector haar: BlazeFace finds "
+                                   "tilted heads in one pass (--help lists the options)")
