@@ -2,6 +2,7 @@
 
     python export.py             # the shipped facial_keypoints/saved_models/keypoints_model.pt ->
                                  #   keypoints_model.onnx and its int8 copy keypoints_model.int8.onnx
+                                 #   (and the face detector's ONNX copy, when it is not up to date)
     python export.py --model saved_models/trained_model.pt --out /tmp/trained_model.onnx --no-int8
 
 The ONNX model takes what the PyTorch model takes, float32 face crops `crops` of shape
@@ -33,12 +34,19 @@ course head on the course test faces, the 300w head on the wild validation photo
 media.wild_val_photos()) is within INT8_TOLERANCE points of the float model's, and the face check
 drops no more than INT8_DROPPED percentage points more of them than of the float model's
 (crop_reading). Calibration and checks need those sets; without them no int8 copy is written.
+
+The face detector's ONNX copy (blazeface.BLAZEFACE_MODEL, which the package runs) is MediaPipe's
+TFLite file (blazeface.BLAZEFACE_TFLITE) rebuilt in PyTorch (models.BlazeFace): export.py writes
+it when it is missing or was exported from another TFLite file (its metadata's source_sha256),
+and only if onnxruntime reads noise images as OpenCV reads the TFLite file, within
+FACE_DETECTOR_TOLERANCE.
 """
 
 import json
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -51,8 +59,10 @@ from facial_keypoints.backends import (
     check_meta,
     check_model_file,
     mapped_back,
+    onnx_session,
     sha256,
 )
+from facial_keypoints.blazeface import BLAZEFACE_MODEL, BLAZEFACE_TFLITE
 from facial_keypoints.detect import MAX_FLIP_DISAGREEMENT, flip_disagreement
 from facial_keypoints.face_crop import NUM_KEYPOINTS
 from facial_keypoints.media import (
@@ -68,7 +78,7 @@ from facial_keypoints.media import (
     wild_images,
 )
 from metrics import nme_per_face
-from models import CONVENTIONS, ModelFileError, TwoHeadNet, load_model
+from models import CONVENTIONS, ModelFileError, TwoHeadNet, blazeface_from_tflite, load_model
 
 OPSET = 18         # the oldest opset PyTorch's exporter implements natively; onnxruntime >= 1.14 runs it
 TOLERANCE = 1e-4   # max |onnxruntime - PyTorch|, normalised coordinates (1e-4 * 56 px ~ 0.006 px)
@@ -78,6 +88,8 @@ INT8_TOLERANCE = 0.05   # NME points the int8 copy may lose against the float mo
 INT8_DROPPED = 1.0
 CALIBRATION_CROPS = 300  # per convention's training set
 CHECK_BATCH = 128  # crops per onnxruntime call in the checks: a whole check set at once needs gigabytes
+FACE_DETECTOR_TOLERANCE = 1e-3  # max |onnxruntime - OpenCV's TFLite|: score logits, input pixels
+FACE_DETECTOR_SHAPES = ((128, 128), (176, 240))  # the check's inputs: one square, one not
 
 
 def output_conventions(model):
@@ -117,6 +129,63 @@ def export_onnx(model, meta, model_path, digest, path, conventions):
     onnx.helper.set_model_props(proto, onnx_metadata(meta, model_path, digest, conventions))
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, path)
+
+
+def face_detector_difference(tflite_path, onnx_path):
+    """Max |difference| of the two files' outputs (score logits, regression numbers) on noise
+    images of FACE_DETECTOR_SHAPES: the TFLite file on OpenCV (gray as RGB), the ONNX file on
+    onnxruntime."""
+    import cv2
+
+    net, session = cv2.dnn.readNetFromTFLite(tflite_path), onnx_session(onnx_path, threads=1)
+    worst = 0.0
+    for i, shape in enumerate(FACE_DETECTOR_SHAPES):
+        gray = np.random.default_rng(i).uniform(-1, 1, (1, 1, *shape)).astype(np.float32)
+        net.setInput(np.repeat(gray, 3, axis=1))
+        expected = net.forward(["classificators", "regressors"])
+        got = session.run(None, {"gray": gray})
+        worst = max(worst, *(float(np.abs(a - b).max()) for a, b in zip(got, expected, strict=True)))
+    return worst
+
+
+def export_face_detector(tflite_path=BLAZEFACE_TFLITE, out=BLAZEFACE_MODEL):
+    """Write the face detector's ONNX copy (any batch, height and width; metadata_props: its
+    source's sha256) when `out` is missing or was exported from another file; returns a line
+    saying what happened. A copy that differs from the TFLite file is not written (DataError)."""
+    import onnx
+
+    digest = sha256(tflite_path)
+    if holds_onnx(out):
+        props = {p.key: p.value for p in onnx.load(out, load_external_data=False).metadata_props}
+        if props.get("source_sha256") == json.dumps(digest):
+            return f"{out}: up to date with {os.path.basename(tflite_path)}"
+    try:
+        model = blazeface_from_tflite(tflite_path)
+    except ModelFileError as e:
+        raise DataError(str(e)) from None
+    tmp = out + ".tmp"
+    try:
+        # Traced (TorchScript's exporter): the pads of the stride-2 convolutions become constants,
+        # the same for every input whose sides are multiples of 16, as blazeface.py's are; the
+        # check below runs a second shape. The tracer's warnings say so at length.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (torch.zeros(1, 1, 128, 128),), tmp, input_names=["gray"],
+                              output_names=["scores", "boxes"], opset_version=OPSET, dynamo=False,
+                              dynamic_axes={"gray": {0: "batch", 2: "height", 3: "width"}})
+        proto = onnx.load(tmp)
+        onnx.helper.set_model_props(proto, {"source_model": json.dumps(os.path.basename(tflite_path)),
+                                            "source_sha256": json.dumps(digest)})
+        onnx.save(proto, tmp)
+        difference = face_detector_difference(tflite_path, tmp)
+        if not difference <= FACE_DETECTOR_TOLERANCE:
+            raise DataError(f"{out} not written: onnxruntime and OpenCV's {os.path.basename(tflite_path)} "
+                            f"differ by {difference:.2e}")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return f"wrote {out} from {os.path.basename(tflite_path)} (max |difference| {difference:.1e})"
 
 
 def labelled_faces(convention, purpose):
@@ -366,6 +435,12 @@ def main(argv=None):
     if args.crops < 1 or args.int8_crops < 1:
         parser.error("--crops and --int8-crops: compare on at least 1 face")
     reserve_outputs(parser, args)
+    try:
+        print(export_face_detector())
+    except DataError as e:
+        sys.exit(f"export.py: {e}")
+    except OSError as e:
+        sys.exit(cannot_write(BLAZEFACE_MODEL, e, "nothing was replaced"))
     model, meta, digest = read_model(args.model)
     conventions = output_conventions(model)
     tmp = args.out + ".tmp"

@@ -357,6 +357,91 @@ ARCHITECTURES = {"net": Net, "naimishnet": NaimishNet,
                     for arch, backbone in TWO_HEAD_ARCHS.items()}}
 
 
+class BlazeBlock(nn.Module):
+    """BlazeFace's residual block: a depthwise 3 x 3 and a 1 x 1 convolution, added to the input
+    (max-pooled where the block halves the map, zero channels appended where it widens), ReLU."""
+
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__()
+        self.stride, self.extra_channels = stride, out_channels - in_channels
+        depthwise = SameConv2d if stride > 1 else functools.partial(nn.Conv2d, padding=1)
+        self.depthwise = depthwise(in_channels, in_channels, 3, stride, groups=in_channels)
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x):
+        out = self.pointwise(self.depthwise(x))
+        if self.stride > 1:
+            x = F.max_pool2d(x, self.stride)
+        return F.relu(out + F.pad(x, (0, 0, 0, 0, 0, self.extra_channels)))
+
+
+class BlazeFace(nn.Module):
+    """MediaPipe's BlazeFace short-range face detector (Bazarevsky et al., 2019), rebuilt to export
+    its weights to ONNX (export.py): the package runs the ONNX file, facial_keypoints/blazeface.py
+    decodes it. Input: (N, 1, H, W) gray in [-1, 1], H and W multiples of 16 (the TFLite model takes
+    RGB: its first convolution's weights are summed over the three channels). Output: a score
+    logit (N, A, 1) and 16 numbers (N, A, 16) for each anchor of the stride-8 map (2 a cell) then
+    of the stride-16 map (6 a cell), cells in row order: box centre offset and size, then six
+    points, in input pixels."""
+
+    STRIDE_8 = ((24, 24, 1), (24, 28, 1), (28, 32, 2), (32, 36, 1), (36, 42, 1), (42, 48, 2), (48, 56, 1),
+                (56, 64, 1), (64, 72, 1), (72, 80, 1), (80, 88, 1))
+    STRIDE_16 = ((88, 96, 2), (96, 96, 1), (96, 96, 1), (96, 96, 1), (96, 96, 1))
+
+    def __init__(self):
+        super().__init__()
+        self.conv = SameConv2d(1, 24, 5, 2)
+        self.blocks_8 = nn.Sequential(*(BlazeBlock(*b) for b in self.STRIDE_8))
+        self.blocks_16 = nn.Sequential(*(BlazeBlock(*b) for b in self.STRIDE_16))
+        self.classifier_8, self.classifier_16 = nn.Conv2d(88, 2, 1), nn.Conv2d(96, 6, 1)
+        self.regressor_8, self.regressor_16 = nn.Conv2d(88, 32, 1), nn.Conv2d(96, 96, 1)
+
+    def forward(self, gray):
+        map_8 = self.blocks_8(F.relu(self.conv(gray)))
+        map_16 = self.blocks_16(map_8)
+
+        def per_anchor(out, numbers):  # (N, C, h, w) -> (N, h * w * C / numbers, numbers)
+            return out.permute(0, 2, 3, 1).reshape(out.shape[0], -1, numbers)
+
+        scores = [per_anchor(self.classifier_8(map_8), 1), per_anchor(self.classifier_16(map_16), 1)]
+        boxes = [per_anchor(self.regressor_8(map_8), 16), per_anchor(self.regressor_16(map_16), 16)]
+        return torch.cat(scores, 1), torch.cat(boxes, 1)
+
+    def convolutions(self):
+        """Every convolution, in the order of the TFLite model's."""
+        blocks = [*self.blocks_8, *self.blocks_16]
+        return [self.conv, *(conv for b in blocks for conv in (b.depthwise, b.pointwise)), self.classifier_8,
+                self.classifier_16, self.regressor_8, self.regressor_16]
+
+
+def blazeface_from_tflite(path):
+    """BlazeFace with the weights of MediaPipe's TFLite file, read by OpenCV's dnn module (which
+    reads TFLite files); a file whose convolutions do not match the network is a ModelFileError."""
+    import cv2  # here: the course's training never needs it
+
+    try:
+        net = cv2.dnn.readNetFromTFLite(path)
+    except cv2.error as e:
+        raise ModelFileError(f"{path}: OpenCV could not read it as a TFLite model ({one_line(e)})") from None
+    layers = [net.getLayer(net.getLayerId(name)) for name in net.getLayerNames()]
+    blobs = [layer.blobs for layer in layers if layer.type == "Convolution"]
+    model = BlazeFace()
+    convolutions = model.convolutions()
+    if len(blobs) != len(convolutions):
+        raise ModelFileError(f"{path}: {len(blobs)} convolutions, not BlazeFace's {len(convolutions)}")
+    with torch.no_grad():
+        for conv, (weight, bias) in zip(convolutions, blobs, strict=True):
+            weight = torch.from_numpy(weight.copy())
+            if conv is model.conv:
+                weight = weight.sum(dim=1, keepdim=True)  # RGB -> gray: the same value in each channel
+            if weight.shape != conv.weight.shape:
+                raise ModelFileError(f"{path}: a convolution of shape {tuple(weight.shape)} where "
+                                     f"BlazeFace has {tuple(conv.weight.shape)}")
+            conv.weight.copy_(weight)
+            conv.bias.copy_(torch.from_numpy(bias.reshape(-1).copy()))
+    return model.eval()
+
+
 # What using a saved model needs to know besides its weights: the network, and the face crop it
 # was trained on (detection cuts the same crop around each detected face).
 REQUIRED_META = ("arch", *CROP_META)

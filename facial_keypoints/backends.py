@@ -109,21 +109,7 @@ class OnnxModel:
     def __init__(self, path, threads=None, convention=None):
         self.path = path
         check_model_file(path, hint=" (write it with `python export.py`)")
-        try:
-            import onnxruntime
-        except ImportError:
-            raise DataError("the onnx backend needs onnxruntime: pip install onnxruntime") from None
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = (
-            default_threads if threads is None else threads)
-        # No busy-waiting between passes: onnxruntime's threads otherwise spin on the cores after
-        # each small forward pass, while OpenCV's face detector (which runs between passes) needs them.
-        for pool in ("intra_op", "inter_op"):
-            options.add_session_config_entry(f"session.{pool}.allow_spinning", "0")
-        try:
-            self.model = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime has no public exception base class
-            raise DataError(f"{path}: not a readable ONNX model ({one_line(e)})") from None
+        self.model = onnx_session(path, threads)
         self.meta = json_values(self.model.get_modelmeta().custom_metadata_map)
         check_meta(self.meta, path)
         inputs = self.model.get_inputs()
@@ -145,6 +131,27 @@ class OnnxModel:
 
     def __call__(self, batch):
         return self.model.run(None, {self.input_name: batch})[0]
+
+
+def onnx_session(path, threads=None):
+    """An onnxruntime session for the ONNX file at `path`, on `threads` intra- and inter-op threads
+    (0: onnxruntime's default, one per physical core; None: the module's `default_threads`); an
+    unreadable file or a missing onnxruntime is a DataError."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise DataError("the onnx backend needs onnxruntime: pip install onnxruntime") from None
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = (
+        default_threads if threads is None else threads)
+    # No busy-waiting between passes: onnxruntime's threads otherwise spin on the cores after each
+    # small forward pass, while the work between passes (image resizing, crops) needs them.
+    for pool in ("intra_op", "inter_op"):
+        options.add_session_config_entry(f"session.{pool}.allow_spinning", "0")
+    try:
+        return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime has no public exception base class
+        raise DataError(f"{path}: not a readable ONNX model ({one_line(e)})") from None
 
 
 def json_values(metadata):

@@ -2,18 +2,18 @@
 about 60 degrees in one pass, where the Haar cascade needs turned copies of the image.
 
 It is MediaPipe's short-range face detector (saved_models/face_detection_short_range.tflite,
-Apache-2.0, from the mediapipe wheel on PyPI: its .LICENSE file says which), run by OpenCV's dnn
-module, which reads TFLite files: no new dependency. For each face it gives a score, a box and
-six points (eyes, nose tip, mouth, ears); the eye line gives the face's roll, so its first crop
-can be turned upright at once.
+Apache-2.0, from the mediapipe wheel on PyPI: its .LICENSE file says which), exported to ONNX by
+export.py (the .onnx beside it, gray input) and run on onnxruntime like the keypoint network. For
+each face it gives a score, a box and six points (eyes, nose tip, mouth, ears); the eye line gives
+the face's roll, so its first crop can be turned upright at once.
 
 The network is fully convolutional: on an input of any size (a multiple of 16) it predicts a face
 at every anchor of its two grids (strides 8 and 16, as MediaPipe's SSD anchors for 128 x 128).
 It finds faces from about a fifth of its 128-pixel input up to the whole of it, so small faces
 need the image larger: `BlazeFace` runs a pyramid, from the scale at which a face of `min_size`
-pixels is SMALLEST_FACE pixels across down, a factor PYRAMID_STEP at a time, to the whole image
-in 128 pixels, and merges what the levels found (weighted non-maximum suppression, as MediaPipe
-does).
+pixels is SMALLEST_FACE pixels across (the image no larger than `max_side` pixels) down, a factor
+PYRAMID_STEP at a time, to the whole image in 128 pixels, and merges what the levels found
+(weighted non-maximum suppression, as MediaPipe does).
 """
 
 import os
@@ -21,10 +21,12 @@ import os
 import cv2
 import numpy as np
 
+from .backends import check_model_file, onnx_session
 from .face_crop import box_for_crop_centre
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BLAZEFACE_MODEL = os.path.join(HERE, "saved_models", "face_detection_short_range.tflite")
+BLAZEFACE_TFLITE = os.path.join(HERE, "saved_models", "face_detection_short_range.tflite")  # the source
+BLAZEFACE_MODEL = os.path.join(HERE, "saved_models", "face_detection_short_range.onnx")   # what runs
 INPUT_SIZE = 128    # the input the network was trained on; smaller inputs are padded to it
 GRIDS = ((8, 2), (16, 6))   # (stride, anchors per cell), MediaPipe's short-range anchors
 # The pyramid: a face (Haar-box side) SMALLEST_FACE pixels across at the network's input is
@@ -77,30 +79,27 @@ def weighted_nms(scores, boxes, points, same_face_iou=SAME_FACE_IOU):
 class BlazeFace:
     """The network and its pyramid: __call__(gray) gives every face's (score, box, roll)."""
 
-    def __init__(self, model_path=BLAZEFACE_MODEL, min_size=30, min_score=MIN_SCORE):
-        if not os.path.isfile(model_path):
-            raise RuntimeError(f"{model_path}: the face detector's model file is missing")
-        try:
-            cv2.dnn.readNetFromTFLite(model_path)
-        except cv2.error as error:
-            raise RuntimeError(f"{model_path}: OpenCV could not read it as a TFLite model "
-                               f"({str(error).strip().splitlines()[-1]})") from None
+    def __init__(self, model_path=BLAZEFACE_MODEL, min_size=30, min_score=MIN_SCORE, max_side=1024):
+        check_model_file(model_path, hint=" (the face detector: write it with `python export.py`)")
+        # One thread: the network is small enough that more do not pay, and OpenCV's threads,
+        # which wait actively between its calls, keep the other cores busy.
+        self.session = onnx_session(model_path, threads=1)
         self.model_path, self.min_size, self.min_score = model_path, min_size, min_score
-        # One network per pyramid level: OpenCV re-plans a network whenever its input's shape
-        # changes, which a video's frames then never make it do.
-        self.nets = []
+        self.max_side = max_side
 
     def scales(self, height, width):
-        """The pyramid's scales for an image of this size, largest first."""
-        scale, scales = SMALLEST_FACE / self.min_size, []
+        """The pyramid's scales for an image of this size, largest first: none makes the image's
+        long side more than `max_side` pixels (in a larger photo, as the Haar cascade's max_side,
+        faces below min_size times its long side / max_side are not searched for)."""
+        scale, scales = min(SMALLEST_FACE / self.min_size, self.max_side / max(height, width)), []
         while scale * max(height, width) > INPUT_SIZE:
             scales.append(scale)
             scale /= PYRAMID_STEP
         return scales + [INPUT_SIZE / max(height, width)]
 
-    def level(self, gray, scale, index=0):
+    def level(self, gray, scale):
         """(scores, boxes x0, y0, x1, y1, points (N, 6, 2)) in image pixels, of the detections
-        above min_score in the image resized by `scale` (the pyramid's level `index`)."""
+        above min_score in the image resized by `scale`."""
         height, width = gray.shape[:2]
         h, w = max(1, round(height * scale)), max(1, round(width * scale))
         shrink = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
@@ -108,11 +107,7 @@ class BlazeFace:
         padded_h, padded_w = (max(INPUT_SIZE, -(-side // 16) * 16) for side in (h, w))
         padded = np.zeros((padded_h, padded_w), np.float32)
         padded[:h, :w] = small / np.float32(127.5) - 1.0   # the network's input range is [-1, 1]
-        while len(self.nets) <= index:
-            self.nets.append(cv2.dnn.readNetFromTFLite(self.model_path))
-        net = self.nets[index]
-        net.setInput(np.repeat(padded[None, None], 3, axis=1))  # gray as RGB
-        logits, regression = (out[0] for out in net.forward(["classificators", "regressors"]))
+        logits, regression = (out[0] for out in self.session.run(None, {"gray": padded[None, None]}))
         keep = np.nonzero(logits[:, 0] >= np.log(self.min_score / (1 - self.min_score)))[0]
         centres, found = anchors(padded_h, padded_w)[keep], regression[keep]
         middle, size = centres + found[:, :2], found[:, 2:4]
@@ -125,7 +120,7 @@ class BlazeFace:
         image. A box is the one the Haar cascade would draw on that face (BOX_SCALE, BOX_DROP),
         so the crops are those the keypoint network was trained on; a roll is the eye line's
         angle as face_crop.eye_roll measures it (0 level, positive clockwise on screen)."""
-        levels = [self.level(gray, scale, i) for i, scale in enumerate(self.scales(*gray.shape[:2]))]
+        levels = [self.level(gray, scale) for scale in self.scales(*gray.shape[:2])]
         found = (np.concatenate(column) for column in zip(*levels, strict=True))
         scores, boxes, points = weighted_nms(*found)
         eye_line = points[:, 1] - points[:, 0]   # MediaPipe's point 0 is the eye on the image's left

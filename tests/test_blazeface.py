@@ -11,8 +11,10 @@ import pytest
 from conftest import box_centre
 from skimage import data
 
+import export
 from facial_keypoints import blazeface, detect, media
 from facial_keypoints.face_crop import angle_between, eye_roll, keypoints_to_box
+from facial_keypoints.media import DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FACE_CROP = (slice(0, 300), slice(100, 400))  # the astronaut's head and shoulders
@@ -83,6 +85,20 @@ def test_small_faces_are_found_down_to_min_size_and_no_smaller(face):
     assert not any(np.linalg.norm(box_centre(box) - centre) < 20 for box in boxes)
 
 
+def test_a_large_photo_is_searched_at_most_max_side_pixels_across(face):
+    """A phone photo is not searched at full size (as the Haar cascade's max_side): the pyramid
+    starts at max_side pixels, and a face that fills a fifth of the photo is still found."""
+    gray, haar = face
+    finder = blazeface.BlazeFace()
+    scales = finder.scales(3024, 4032)
+    assert scales[0] * 4032 == pytest.approx(1024) and scales[-1] * 4032 == pytest.approx(128)
+    assert blazeface.BlazeFace(max_side=8192).scales(3024, 4032)[0] == pytest.approx(
+        blazeface.SMALLEST_FACE / 30)
+    large = cv2.resize(gray, None, fx=8, fy=8, interpolation=cv2.INTER_LINEAR)  # 2400 x 2400
+    _, boxes, _ = finder(large)
+    assert any(np.linalg.norm(box_centre(box) - 8 * box_centre(haar)) < 0.1 * 8 * haar[2] for box in boxes)
+
+
 def test_no_face_in_a_blank_or_tiny_image():
     finder = blazeface.BlazeFace()
     for gray in (np.full((240, 320), 90, np.uint8), np.tile(np.arange(200, dtype=np.uint8), (150, 1)),
@@ -103,13 +119,33 @@ def test_detections_of_one_face_merge_into_their_weighted_mean():
 
 
 def test_a_missing_or_unreadable_model_file_is_one_line(tmp_path):
-    with pytest.raises(RuntimeError, match=r"nothing\.tflite: the face detector's model file is missing"):
-        blazeface.BlazeFace(str(tmp_path / "nothing.tflite"))
-    broken = tmp_path / "broken.tflite"
+    with pytest.raises(DataError, match=r"nothing\.onnx: .*write it with `python export.py`"):
+        blazeface.BlazeFace(str(tmp_path / "nothing.onnx"))
+    broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a model")
-    with pytest.raises(RuntimeError, match=r"broken\.tflite: OpenCV could not read it") as error:
+    with pytest.raises(DataError, match=r"broken\.onnx: not a readable ONNX model") as error:
         blazeface.BlazeFace(str(broken))
     assert "\n" not in str(error.value)
+
+
+def test_the_shipped_onnx_copy_is_the_tflite_files_export():
+    """The package runs the ONNX copy; export.py wrote it from the TFLite file beside it, and the
+    two read images alike."""
+    assert export.export_face_detector().endswith("up to date with face_detection_short_range.tflite")
+    assert export.face_detector_difference(blazeface.BLAZEFACE_TFLITE, blazeface.BLAZEFACE_MODEL) <= 1e-3
+
+
+def test_export_writes_a_checked_copy_and_refuses_a_file_that_is_not_blazeface(tmp_path):
+    out = str(tmp_path / "detector.onnx")
+    assert export.export_face_detector(out=out).startswith(f"wrote {out}")
+    assert export.export_face_detector(out=out).startswith(f"{out}: up to date")
+    scores, boxes, _ = blazeface.BlazeFace(out)(media.to_gray(data.astronaut()))
+    assert len(scores) >= 1
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(DataError, match=r"broken\.tflite: OpenCV could not read it"):
+        export.export_face_detector(str(broken), str(tmp_path / "other.onnx"))
+    assert not (tmp_path / "other.onnx").exists()
 
 
 def run_detect(*args, cwd):

@@ -15,8 +15,8 @@ PACKAGE = "facial_keypoints"
 # of train.py's, below the inference pipeline (blazeface, backends, tracking, runner, detect), which
 # NOT_FOR_TRAINING keeps them from importing.
 LAYERS = ["facial_keypoints.face_crop", "facial_keypoints.media", "models", "metrics", "degradations",
-          "make_overlays", "data_load", "train_data", "train_checkpoint", "facial_keypoints.blazeface",
-          "facial_keypoints.backends", "facial_keypoints.tracking", "facial_keypoints.runner",
+          "make_overlays", "data_load", "train_data", "train_checkpoint", "facial_keypoints.backends",
+          "facial_keypoints.blazeface", "facial_keypoints.tracking", "facial_keypoints.runner",
           "facial_keypoints.detect", "facial_keypoints", "facial_keypoints.__main__", "detect", "train",
           "evaluate", "export", "filters", "cluster", "jitter", "get_data", "dlib_baseline", "pseudo_label",
           "bench_speed", "bench_accuracy", "bench"]

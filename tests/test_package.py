@@ -23,7 +23,7 @@ from packaging.utils import canonicalize_name
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "facial_keypoints"
 SHIPPED = ("keypoints_model.pt", "keypoints_model.onnx", "keypoints_model.int8.onnx",
-           "face_detection_short_range.tflite", "face_detection_short_range.LICENSE")
+           "face_detection_short_range.onnx", "face_detection_short_range.LICENSE")
 # What inference on onnxruntime needs: all that `pip install .` brings.
 LIGHT = {"numpy", "opencv-python-headless", "onnxruntime", "pillow", "tqdm"}
 # Pins in requirements.txt for the tests and the build only, in neither the package nor [train].
