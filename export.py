@@ -148,17 +148,26 @@ def face_detector_difference(tflite_path, onnx_path):
     return worst
 
 
+def face_detector_up_to_date(tflite_path=BLAZEFACE_TFLITE, onnx_path=BLAZEFACE_MODEL):
+    """Whether the ONNX copy at onnx_path was exported from this TFLite file (its metadata's
+    source_sha256)."""
+    import onnx
+
+    if not holds_onnx(onnx_path):
+        return False
+    props = {p.key: p.value for p in onnx.load(onnx_path, load_external_data=False).metadata_props}
+    return props.get("source_sha256") == json.dumps(sha256(tflite_path))
+
+
 def export_face_detector(tflite_path=BLAZEFACE_TFLITE, out=BLAZEFACE_MODEL):
     """Write the face detector's ONNX copy (any batch, height and width; metadata_props: its
     source's sha256) when `out` is missing or was exported from another file; returns a line
     saying what happened. A copy that differs from the TFLite file is not written (DataError)."""
     import onnx
 
+    if face_detector_up_to_date(tflite_path, out):
+        return f"{out}: up to date with {os.path.basename(tflite_path)}"
     digest = sha256(tflite_path)
-    if holds_onnx(out):
-        props = {p.key: p.value for p in onnx.load(out, load_external_data=False).metadata_props}
-        if props.get("source_sha256") == json.dumps(digest):
-            return f"{out}: up to date with {os.path.basename(tflite_path)}"
     try:
         model = blazeface_from_tflite(tflite_path)
     except ModelFileError as e:

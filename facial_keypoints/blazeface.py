@@ -1,5 +1,5 @@
-"""BlazeFace: the default face detector, a small learned network that finds faces at any roll up to
-about 60 degrees in one pass, where the Haar cascade needs turned copies of the image.
+"""BlazeFace: the default face detector, a small learned network that finds faces and reads their
+roll up to about 60 degrees in one pass, where the Haar cascade needs turned copies of the image.
 
 It is MediaPipe's short-range face detector (saved_models/face_detection_short_range.tflite,
 Apache-2.0, from the mediapipe wheel on PyPI: its .LICENSE file says which), exported to ONNX by
@@ -23,6 +23,7 @@ import numpy as np
 
 from .backends import check_model_file, onnx_session
 from .face_crop import box_for_crop_centre
+from .media import DataError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BLAZEFACE_TFLITE = os.path.join(HERE, "saved_models", "face_detection_short_range.tflite")  # the source
@@ -30,9 +31,9 @@ BLAZEFACE_MODEL = os.path.join(HERE, "saved_models", "face_detection_short_range
 INPUT_SIZE = 128    # the input the network was trained on; smaller inputs are padded to it
 GRIDS = ((8, 2), (16, 6))   # (stride, anchors per cell), MediaPipe's short-range anchors
 # The pyramid: a face (Haar-box side) SMALLEST_FACE pixels across at the network's input is
-# found reliably (99 of 100 validation faces; about two thirds at 19 pixels); each level is
-# PYRAMID_STEP times smaller than the last. Chosen on the validation people pasted into 640x480
-# frames at 6 to 90 % of the frame height (docs/EXPERIMENTS.md).
+# found reliably, a smaller one less often; each level is PYRAMID_STEP times smaller than the
+# last. Chosen on the validation people pasted into 640x480 frames at 6 to 90 % of the frame
+# height (docs/EXPERIMENTS.md).
 SMALLEST_FACE = 25.6
 PYRAMID_STEP = 3.0
 MIN_SCORE = 0.5     # MediaPipe's own threshold
@@ -67,13 +68,28 @@ def weighted_nms(scores, boxes, points, same_face_iou=SAME_FACE_IOU):
         dx = np.minimum(boxes[i, 2], boxes[:, 2]) - np.maximum(boxes[i, 0], boxes[:, 0])
         dy = np.minimum(boxes[i, 3], boxes[:, 3]) - np.maximum(boxes[i, 1], boxes[:, 1])
         inter = np.clip(dx, 0, None) * np.clip(dy, 0, None)
-        group = np.nonzero((inter > same_face_iou * (area[i] + area - inter)) & ~used)[0]
+        same = (inter > same_face_iou * (area[i] + area - inter)) | (np.arange(len(scores)) == i)
+        group = np.nonzero(same & ~used)[0]  # i itself too, even as a box of no area
         used[group] = True
         weights = scores[group] / scores[group].sum()
         faces.append((scores[i], weights @ boxes[group], np.tensordot(weights, points[group], axes=1)))
     if not faces:
         return np.zeros(0), np.zeros((0, 4)), np.zeros((0, 6, 2))
     return tuple(np.array(column) for column in zip(*faces, strict=True))
+
+
+def check_graph(session, path):
+    """DataError naming `path` when its graph is not BlazeFace's as export.py writes it: on a
+    (1, 1, 128, 128) input "gray", a score and 16 numbers for each of the 896 anchors."""
+    anchor_count = len(anchors(INPUT_SIZE, INPUT_SIZE))
+    try:
+        shapes = [out.shape for out in session.run(None, {"gray": np.zeros((1, 1, INPUT_SIZE, INPUT_SIZE),
+                                                                           np.float32)})]
+    except Exception:  # onnxruntime has no public exception base class: a wrong input name or shape
+        shapes = None
+    if shapes != [(1, anchor_count, 1), (1, anchor_count, 16)]:
+        raise DataError(f"{path}: not the face detector's graph (a 'gray' image in, a score and 16 "
+                        "numbers per anchor out); write it again with `python export.py`")
 
 
 class BlazeFace:
@@ -84,8 +100,8 @@ class BlazeFace:
         # One thread: the network is small enough that more do not pay, and OpenCV's threads,
         # which wait actively between its calls, keep the other cores busy.
         self.session = onnx_session(model_path, threads=1)
-        self.model_path, self.min_size, self.min_score = model_path, min_size, min_score
-        self.max_side = max_side
+        check_graph(self.session, model_path)
+        self.min_size, self.min_score, self.max_side = min_size, min_score, max_side
 
     def scales(self, height, width):
         """The pyramid's scales for an image of this size, largest first: none makes the image's

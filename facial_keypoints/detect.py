@@ -72,7 +72,7 @@ CROP_SHIFTS = ((0.0, 0.0), (0.03, 0.0), (-0.03, 0.0), (0.0, 0.03), (0.0, -0.03))
 HAAR_CASCADE = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
 
 
-class FoundFaces:
+class FaceDetectorBase:
     """What both face detectors share: `candidates(gray, rotations)` gives every detection as
     (weight, box, angle), and `find` keeps one per face (kept_of). A box that covers more than
     `overlap` of a surer one (or of itself) is dropped as the same face (two real faces
@@ -114,7 +114,7 @@ class FoundFaces:
         return self.find(gray)[0]
 
 
-class FaceDetector(FoundFaces):
+class FaceDetector(FaceDetectorBase):
     """OpenCV's Haar frontal-face cascade, for faces at any roll up to about 60 degrees. Images
     larger than `max_side` are downscaled for detection only; boxes come back in original pixels.
 
@@ -195,16 +195,16 @@ class FaceDetector(FoundFaces):
         return faces
 
 
-class BlazeFaceDetector(FoundFaces):
-    """The default face detector: BlazeFace (blazeface.py), a small network that finds faces at
-    any roll up to about 60 degrees in one pass over an image pyramid, and reads each face's roll
-    from its eye line, so no turned copies are searched: `rotations` is empty. A face's crop is
-    turned by its roll beyond +-`max_roll` degrees (the rule face_crop.upright_box follows).
-    Faces smaller than `min_size` pixels (the Haar box's side) are not searched for."""
+class BlazeFaceDetector(FaceDetectorBase):
+    """The default face detector: BlazeFace (blazeface.py), a small network that finds faces
+    rolled up to about 60 degrees in one pass over an image pyramid and reads each face's roll
+    from its eye line (past that it finds many still, at a wrong roll), so no turned copies are
+    searched: `rotations` is empty. A face's crop is turned by its roll beyond +-`max_roll`
+    degrees (the rule face_crop.upright_box follows). `min_size` (the Haar box's side, pixels) is
+    the smallest face the pyramid searches for; it finds some smaller faces too, and keeps them."""
 
     def __init__(self, min_size=30, model_path=BLAZEFACE_MODEL, max_roll=5.0):
-        self.network = BlazeFace(model_path, min_size)
-        self.min_size, self.max_roll = min_size, max_roll
+        self.network, self.max_roll = BlazeFace(model_path, min_size), max_roll
 
     def candidates(self, gray, rotations=None):
         """Every face BlazeFace found, as (score, box, angle); `rotations` is ignored: the network
@@ -371,7 +371,8 @@ class KeypointDetector:
         BlazeFace finds each face once, at its own roll: nothing to rank."""
         with stopwatch(self.seconds, "detection"):
             found = self.face_detector.candidates(gray, rotations)
-        turned = self.face_detector.rotations and any(angle for *_, angle in found)
+        searched = self.face_detector.rotations if rotations is None else rotations
+        turned = len(searched) > 0 and any(angle for *_, angle in found)
         if len(found) < 2 or not turned:
             return *self.face_detector.merge(found), None
         scored, keypoints = self.rank_by_symmetry(gray, found)
@@ -425,11 +426,12 @@ def parse_args(argv=None):
     runner.add_input_options(parser, detect_every=10)
     parser.add_argument("--json", default=None, metavar="FILE",
                         help="write JSON Lines: one object per image or video frame, naming its convention")
-    parser.add_argument("--scale-factor", type=float, default=1.2,
-                        help="Haar cascade scale step (--face-detector haar)")
-    parser.add_argument("--min-neighbors", type=int, default=2,
-                        help="Haar cascade minNeighbors (--face-detector haar)")
-    parser.add_argument("--min-size", type=int, default=30, help="smallest face in pixels")
+    parser.add_argument("--scale-factor", type=float, default=None,
+                        help="Haar cascade scale step (--face-detector haar; default 1.2)")
+    parser.add_argument("--min-neighbors", type=int, default=None,
+                        help="Haar cascade minNeighbors (--face-detector haar; default 2)")
+    parser.add_argument("--min-size", type=int, default=30,
+                        help="smallest face searched for, in pixels (BlazeFace finds some smaller ones too)")
     parser.add_argument("--accurate", action="store_true",
                         help="read each face with more forward passes (a middle refine crop, the last "
                              "crop at five small shifts): slower, fewer badly read faces")
@@ -438,6 +440,13 @@ def parse_args(argv=None):
                              "so more false faces)")
     args = parser.parse_args(argv)
     runner.check_input_options(parser, args)
+    haar_options = [f"--{name.replace('_', '-')}" for name in ("scale_factor", "min_neighbors")
+                    if getattr(args, name) is not None]
+    if haar_options and args.face_detector != "haar":
+        parser.error(f"{' and '.join(haar_options)}: for --face-detector haar (BlazeFace has no such "
+                     "setting)")
+    args.scale_factor = 1.2 if args.scale_factor is None else args.scale_factor
+    args.min_neighbors = 2 if args.min_neighbors is None else args.min_neighbors
     if not (1 < args.scale_factor < 10):  # also refuses nan
         parser.error(f"--scale-factor {args.scale_factor}: must be a number above 1 (e.g. 1.1 or 1.2)")
     if args.min_neighbors < 0 or args.min_size < 1:

@@ -138,8 +138,8 @@ class FaceTracker:
     def rotations_now(self):
         """The turned copies this detection round searches: the one nearest to each tilted track,
         so the cascade can confirm it, and one more in turn, so a new tilted face is found within
-        a few rounds. A round then searches one or two turned copies, not four. None for BlazeFace,
-        which has no turned copies."""
+        a few rounds. A round then searches one or two turned copies, not four; BlazeFace, which
+        has no turned copies, none."""
         rotations = tuple(self.detector.face_detector.rotations)
         if not rotations:
             return ()

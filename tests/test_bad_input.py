@@ -601,7 +601,12 @@ def remove_stray(path):
 CASES += [
     # Options and inputs.
     detect_case("detect-camera-negative", ["--camera", "-1"], 2, "--camera -1"),
-    detect_case("detect-scale-factor-nan", ["--scale-factor", "nan"], 2, "--scale-factor nan"),
+    detect_case("detect-scale-factor-nan", ["--face-detector", "haar", "--scale-factor", "nan"], 2,
+                "--scale-factor nan"),
+    detect_case("detect-haar-option-for-blazeface", ["--scale-factor", "1.1"], 2,
+                "--scale-factor: for --face-detector haar"),
+    detect_case("detect-upright-only-for-blazeface", ["--upright-only"], 2,
+                "--upright-only is for --face-detector haar"),
     detect_case("detect-detect-every-0", ["--detect-every", "0"], 2, "--detect-every"),
     detect_case("detect-image-claims-60000-squared", [], 1, "over the limit of 100 megapixels",
                 setup=png_claiming, inputs=["{tmp}/huge.png"]),

@@ -11,7 +11,9 @@ import pytest
 from conftest import box_centre
 from skimage import data
 
+import cluster
 import export
+import filters
 from facial_keypoints import blazeface, detect, media
 from facial_keypoints.face_crop import angle_between, eye_roll, keypoints_to_box
 from facial_keypoints.media import DataError
@@ -69,7 +71,7 @@ def test_a_tilted_head_is_found_once_and_its_crop_turned_by_its_roll(face, degre
 
 def test_small_faces_are_found_down_to_min_size_and_no_smaller(face):
     """A 45-pixel face in a 640x480 frame is too small for the whole frame at 128 pixels: the
-    pyramid's finer levels find it, and a min_size above it leaves those levels out."""
+    pyramid's finer levels find it, and a min_size far above it leaves those levels out."""
     gray, haar = face
     scale = 45 / haar[2]
     small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -83,6 +85,7 @@ def test_small_faces_are_found_down_to_min_size_and_no_smaller(face):
     assert any(np.linalg.norm(box_centre(box) - centre) < 10 for box in boxes)
     _, boxes, _ = blazeface.BlazeFace(min_size=120)(frame)
     assert not any(np.linalg.norm(box_centre(box) - centre) < 20 for box in boxes)
+    assert any(np.linalg.norm(box_centre(box) - centre) < 10 for box in detect.BlazeFaceDetector(30)(frame))
 
 
 def test_a_large_photo_is_searched_at_most_max_side_pixels_across(face):
@@ -116,6 +119,10 @@ def test_detections_of_one_face_merge_into_their_weighted_mean():
     np.testing.assert_allclose(merged_boxes[0], [0.4, 0.4, 10.4, 10.4])  # (0.9 * 0 + 0.6 * 1) / 1.5
     np.testing.assert_allclose(merged_points[0], 1.2)
     np.testing.assert_allclose(merged_boxes[1], boxes[2])
+    # a box of no area is a face of its own, not a division by zero
+    merged_scores, merged_boxes, _ = blazeface.weighted_nms(np.array([0.7]), np.array([[5.0, 5, 5, 5]]),
+                                                            points[:1])
+    assert merged_scores.tolist() == [0.7] and np.isfinite(merged_boxes).all()
 
 
 def test_a_missing_or_unreadable_model_file_is_one_line(tmp_path):
@@ -126,12 +133,15 @@ def test_a_missing_or_unreadable_model_file_is_one_line(tmp_path):
     with pytest.raises(DataError, match=r"broken\.onnx: not a readable ONNX model") as error:
         blazeface.BlazeFace(str(broken))
     assert "\n" not in str(error.value)
+    keypoint_model = os.path.join(os.path.dirname(blazeface.BLAZEFACE_MODEL), "keypoints_model.onnx")
+    with pytest.raises(DataError, match=r"keypoints_model\.onnx: not the face detector's graph"):
+        blazeface.BlazeFace(keypoint_model)
 
 
 def test_the_shipped_onnx_copy_is_the_tflite_files_export():
     """The package runs the ONNX copy; export.py wrote it from the TFLite file beside it, and the
     two read images alike."""
-    assert export.export_face_detector().endswith("up to date with face_detection_short_range.tflite")
+    assert export.face_detector_up_to_date()
     assert export.face_detector_difference(blazeface.BLAZEFACE_TFLITE, blazeface.BLAZEFACE_MODEL) <= 1e-3
 
 
@@ -154,7 +164,27 @@ def run_detect(*args, cwd):
                           timeout=300)
 
 
-def test_the_command_line_picks_the_face_detector(tmp_path, face):
+def test_every_command_builds_the_face_detector_it_is_asked_for():
+    """detect.py, filters.py and cluster.py's workers: BlazeFace by default, the Haar cascade with
+    its options on --face-detector haar."""
+    default = detect.build_detector(detect.parse_args(["photo.jpg", "--min-size", "40"])).face_detector
+    assert type(default) is detect.BlazeFaceDetector and default.network.min_size == 40
+    options = ["photo.jpg", "--face-detector", "haar", "--upright-only", "--min-size", "40",
+               "--scale-factor", "1.1"]
+    haar = detect.build_detector(detect.parse_args(options)).face_detector
+    assert type(haar) is detect.FaceDetector and haar.rotations == ()
+    assert (haar.min_size, haar.scale_factor, haar.min_neighbors) == (40, 1.1, 2)
+    turned = filters.build_detector(filters.parse_args(["photo.jpg", "--face-detector", "haar"]))
+    turned = turned.face_detector
+    assert type(turned) is detect.FaceDetector and turned.rotations == detect.FaceDetector.ROTATIONS
+    default = filters.build_detector(filters.parse_args(["photo.jpg"])).face_detector
+    assert type(default) is detect.BlazeFaceDetector
+    workers = cluster.parse_args(["photos", "--json", "x.jsonl", "--face-detector", "haar"]).worker_detector
+    assert type(detect.build_detector(workers).face_detector) is detect.FaceDetector
+
+
+def test_the_command_line_runs_either_face_detector(tmp_path, face):
+    """Both find the face, where the other does (BlazeFace's box is mapped onto the cascade's)."""
     gray, haar = face
     cv2.imwrite(str(tmp_path / "face.png"), gray)
     boxes = {}
