@@ -81,6 +81,7 @@ class FaceDetectorBase:
     image the detector searches (the video tracker searches a few per frame)."""
 
     rotations, overlap, upright_bonus = (), 0.3, 0.0
+    check_first_below = None  # KeypointDetector.check_unsure: a weight below this is checked twice
 
     def find(self, gray, rotations=None):
         """(boxes (N, 4) x, y, w, h in image pixels, angles (N,) in degrees); `rotations`
@@ -202,6 +203,12 @@ class BlazeFaceDetector(FaceDetectorBase):
     searched: `rotations` is empty. A face's crop is turned by its roll beyond +-`max_roll`
     degrees (the rule face_crop.upright_box follows). `min_size` (the Haar box's side, pixels) is
     the smallest face the pyramid searches for; it finds some smaller faces too, and keeps them."""
+
+    # Detections scored below this must pass the face check on their first crop too
+    # (KeypointDetector.check_unsure): on the validation people most of BlazeFace's false
+    # detections that passed the check scored below it, and none of its low-scored faces that
+    # the network read well failed the check there (docs/EXPERIMENTS.md).
+    check_first_below = 0.6
 
     def __init__(self, min_size=30, model_path=BLAZEFACE_MODEL, max_roll=5.0):
         self.network, self.max_roll = BlazeFace(model_path, min_size), max_roll
@@ -367,17 +374,42 @@ class KeypointDetector:
         (the face detector's find, timed as the detection stage). When the Haar cascade's turned
         copies found faces, the same face found at several angles is kept at the angle where the
         network sees it best (rank_by_symmetry), and the flip-averaged keypoints the network gave
-        each kept crop come too (keypoints_for_boxes' first pass; None when no ranking ran).
-        BlazeFace finds each face once, at its own roll: nothing to rank."""
+        each kept crop come too (keypoints_for_boxes' first pass; None when no first pass ran).
+        BlazeFace finds each face once, at its own roll: nothing to rank; but a detection it is
+        unsure of (check_first_below) must pass the face check on its first crop too
+        (check_unsure), where most of its false detections fail."""
         with stopwatch(self.seconds, "detection"):
             found = self.face_detector.candidates(gray, rotations)
         searched = self.face_detector.rotations if rotations is None else rotations
         turned = len(searched) > 0 and any(angle for *_, angle in found)
         if len(found) < 2 or not turned:
-            return *self.face_detector.merge(found), None
+            return self.check_unsure(gray, found)
         scored, keypoints = self.rank_by_symmetry(gray, found)
         kept = self.face_detector.kept_of(scored, upright_bonus=0.0)
         return *boxes_and_angles(scored, kept), keypoints[kept]
+
+    def check_unsure(self, gray, found):
+        """(boxes, angles, keypoints or None) of the detections kept_of(found) keeps, less those the
+        detector is unsure of (weight below its check_first_below) whose first crop fails the face
+        check; the first crops' flip-averaged keypoints come too when they were read."""
+        kept = self.face_detector.kept_of(found)
+        boxes, angles = boxes_and_angles(found, kept)
+        below = self.face_detector.check_first_below
+        no_check = not self.flip_average or self.max_disagreement is None  # as the last pass's check
+        if below is None or no_check or all(found[k][0] >= below for k in kept):
+            return boxes, angles, None
+        disagreement, keypoints = self.read_both_ways(gray, boxes, angles)
+        sure = np.array([found[k][0] >= below for k in kept]) | (disagreement <= self.max_disagreement)
+        return boxes[sure], angles[sure], keypoints[sure]
+
+    def read_both_ways(self, gray, boxes, angles):
+        """(flip disagreement (N,), flip-averaged keypoints (N, 68, 2) in image pixels) of one pass
+        on the crops of these boxes."""
+        with stopwatch(self.seconds, "crop"):
+            crops, matrices = self.crops(gray, boxes, angles)
+        with stopwatch(self.seconds, "cnn"):
+            direct, mirrored = predict_both_ways(self.backend, crops)
+        return flip_disagreement(direct, mirrored), self.to_image((direct + mirrored) / 2, matrices)
 
     def rank_by_symmetry(self, gray, found):
         """The detections scored by how closely the network's keypoints for the crop and for its
@@ -386,14 +418,11 @@ class KeypointDetector:
         each (image pixels). On a face the crop shows upright they agree closely; on a face
         turned the wrong way by its copy they do not, and the cascade's weight cannot tell these
         apart."""
-        with stopwatch(self.seconds, "crop"):
-            crops, matrices = self.crops(gray, [box for _, box, _ in found], [angle for *_, angle in found])
-        with stopwatch(self.seconds, "cnn"):
-            direct, mirrored = predict_both_ways(self.backend, crops)
-        disagreement = flip_disagreement(direct, mirrored)
+        disagreement, keypoints = self.read_both_ways(gray, [box for _, box, _ in found],
+                                                      [angle for *_, angle in found])
         scored = [(WEIGHT_SHARE * weight - float(d), box, angle)
                   for d, (weight, box, angle) in zip(disagreement, found, strict=True)]
-        return scored, self.to_image((direct + mirrored) / 2, matrices)
+        return scored, keypoints
 
     def detect(self, image):
         """Every face in an RGB (or gray) uint8 image: a list of Face, in image pixels (without

@@ -102,6 +102,23 @@ def test_a_large_photo_is_searched_at_most_max_side_pixels_across(face):
     assert any(np.linalg.norm(box_centre(box) - 8 * box_centre(haar)) < 0.1 * 8 * haar[2] for box in boxes)
 
 
+@pytest.mark.parametrize("as_jpeg", [False, True])
+def test_an_unsure_detection_must_pass_the_face_check_on_its_first_crop_too(as_jpeg):
+    """BlazeFace takes the astronaut's neck ring for a face, with a low score; its refine crop
+    can pass the face check, its first crop does not. Only the astronaut's face comes out."""
+    image = data.astronaut()
+    if as_jpeg:
+        image = cv2.imdecode(cv2.imencode(".jpg", image)[1], cv2.IMREAD_UNCHANGED)
+    detector = detect.KeypointDetector()
+    scores, _, _ = detector.face_detector.network(media.to_gray(image))
+    assert len(scores) == 2 and min(scores) < detector.face_detector.check_first_below
+    [face] = detector.detect(image)
+    assert np.linalg.norm(box_centre(face.box) - (224, 113)) < 10
+    unchecked = detect.BlazeFaceDetector()
+    unchecked.check_first_below = None   # the last crop's check alone
+    assert len(detect.KeypointDetector(face_detector=unchecked).detect(image)) == 2
+
+
 def test_no_face_in_a_blank_or_tiny_image():
     finder = blazeface.BlazeFace()
     for gray in (np.full((240, 320), 90, np.uint8), np.tile(np.arange(200, dtype=np.uint8), (150, 1)),
