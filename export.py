@@ -153,9 +153,10 @@ def face_detector_up_to_date(tflite_path=BLAZEFACE_TFLITE, onnx_path=BLAZEFACE_M
     source_sha256)."""
     import onnx
 
-    if not holds_onnx(onnx_path):
+    try:
+        props = {p.key: p.value for p in onnx.load(onnx_path, load_external_data=False).metadata_props}
+    except Exception:  # a missing file, protobuf's DecodeError, onnx's own errors: not up to date
         return False
-    props = {p.key: p.value for p in onnx.load(onnx_path, load_external_data=False).metadata_props}
     return props.get("source_sha256") == json.dumps(sha256(tflite_path))
 
 

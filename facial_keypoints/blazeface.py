@@ -16,6 +16,7 @@ PYRAMID_STEP at a time, to the whole image in 128 pixels, and merges what the le
 (weighted non-maximum suppression, as MediaPipe does).
 """
 
+import functools
 import os
 
 import cv2
@@ -46,14 +47,17 @@ BOX_SCALE = 1.148
 BOX_DROP = 0.062
 
 
+@functools.lru_cache(maxsize=16)  # a video's frames, and most photos, share a few input sizes
 def anchors(height, width):
-    """(N, 2) anchor centres in input pixels, in the network's output order."""
+    """(N, 2) anchor centres in input pixels, in the network's output order (read-only: cached)."""
     centres = []
     for stride, per_cell in GRIDS:
         ys, xs = np.mgrid[0:height // stride, 0:width // stride]
         cells = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32) * stride + stride / 2
         centres.append(np.repeat(cells, per_cell, axis=0))
-    return np.concatenate(centres)
+    centres = np.concatenate(centres)
+    centres.flags.writeable = False
+    return centres
 
 
 def weighted_nms(scores, boxes, points, same_face_iou=SAME_FACE_IOU):

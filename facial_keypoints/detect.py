@@ -396,11 +396,12 @@ class KeypointDetector:
         boxes, angles = boxes_and_angles(found, kept)
         below = self.face_detector.check_first_below
         no_check = not self.flip_average or self.max_disagreement is None  # as the last pass's check
-        if below is None or no_check or all(found[k][0] >= below for k in kept):
+        unsure = np.array([below is not None and found[k][0] < below for k in kept], dtype=bool)
+        if no_check or not unsure.any():
             return boxes, angles, None
         disagreement, keypoints = self.read_both_ways(gray, boxes, angles)
-        sure = np.array([found[k][0] >= below for k in kept]) | (disagreement <= self.max_disagreement)
-        return boxes[sure], angles[sure], keypoints[sure]
+        passed = ~unsure | (disagreement <= self.max_disagreement)
+        return boxes[passed], angles[passed], keypoints[passed]
 
     def read_both_ways(self, gray, boxes, angles):
         """(flip disagreement (N,), flip-averaged keypoints (N, 68, 2) in image pixels) of one pass

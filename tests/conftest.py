@@ -34,15 +34,19 @@ def dataset_dir():
     return folder
 
 
+FACE_CROP = (slice(0, 300), slice(100, 400))  # the astronaut's head and shoulders in data.astronaut()
+
+
+def turned(image, degrees):
+    """The image turned counter-clockwise about its centre, and the 2x3 matrix that did it."""
+    h, w = image.shape[:2]
+    turn = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1.0)
+    return cv2.warpAffine(image, turn, (w, h), borderMode=cv2.BORDER_REPLICATE), turn
+
+
 def box_centre(box):
     x, y, w, h = box
     return np.array([x + w / 2, y + h / 2])
-
-
-def largest_face(record):
-    """The largest face of a detect.py JSON record: the photo's own face where the detector also
-    took something small for one."""
-    return max(record["faces"], key=lambda face: face["box"][2])
 
 
 def face_keypoints(center=(100.0, 110.0), scale=1.0):

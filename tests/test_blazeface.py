@@ -8,7 +8,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import box_centre
+from conftest import FACE_CROP, box_centre, turned
 from skimage import data
 
 import cluster
@@ -19,7 +19,6 @@ from facial_keypoints.face_crop import angle_between, eye_roll, keypoints_to_box
 from facial_keypoints.media import DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FACE_CROP = (slice(0, 300), slice(100, 400))  # the astronaut's head and shoulders
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +27,6 @@ def face():
     gray = media.to_gray(np.ascontiguousarray(data.astronaut()[FACE_CROP]))
     [box] = detect.FaceDetector(rotations=())(gray)
     return gray, box
-
-
-def turned(image, degrees):
-    """The image turned counter-clockwise about its centre, and the 2x3 matrix that did it."""
-    h, w = image.shape[:2]
-    turn = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1.0)
-    return cv2.warpAffine(image, turn, (w, h), borderMode=cv2.BORDER_REPLICATE), turn
 
 
 def test_its_box_sits_on_the_face_as_the_cascade_would_draw_it(face):

@@ -9,7 +9,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import box_centre, face_keypoints
+from conftest import FACE_CROP, box_centre, face_keypoints, turned
 from skimage import data
 
 from facial_keypoints import detect, face_crop, media, tracking
@@ -19,7 +19,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DETECT_PY = os.path.join(ROOT, "detect.py")
 RECORD_KEYS = {"image", "width", "height", "convention", "faces"}
 # The astronaut's face: crop of skimage's photo in which the Haar cascade finds that face only.
-FACE_CROP = (slice(0, 300), slice(100, 400))
 
 
 def run_cli(*args, cwd):
@@ -304,13 +303,6 @@ def test_outputs_never_overwrite_an_input(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # Tilted heads: found in turned copies, cropped upright, tracked with their roll.
-
-def turned(image, degrees):
-    """The image turned counter-clockwise about its centre, and the 2x3 matrix that did it."""
-    h, w = image.shape[:2]
-    turn = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1.0)
-    return cv2.warpAffine(image, turn, (w, h), borderMode=cv2.BORDER_REPLICATE), turn
-
 
 def test_upright_box_turns_the_crop_so_the_eyes_are_level():
     upright = face_keypoints(center=(150.0, 150.0))
