@@ -95,9 +95,9 @@ def test_a_large_photo_is_searched_at_most_max_side_pixels_across(face):
 
 
 @pytest.mark.parametrize("as_jpeg", [False, True])
-def test_an_unsure_detection_must_pass_the_face_check_on_its_first_crop_too(as_jpeg):
-    """BlazeFace takes the astronaut's neck ring for a face, with a low score; its refine crop
-    can pass the face check, its first crop does not. Only the astronaut's face comes out."""
+def test_the_astronauts_neck_ring_is_not_a_face(as_jpeg):
+    """BlazeFace takes the astronaut's neck ring for a face, with a low score; the face check
+    drops it. Only the astronaut's face comes out."""
     image = data.astronaut()
     if as_jpeg:
         image = cv2.imdecode(cv2.imencode(".jpg", image)[1], cv2.IMREAD_UNCHANGED)
@@ -106,9 +106,40 @@ def test_an_unsure_detection_must_pass_the_face_check_on_its_first_crop_too(as_j
     assert len(scores) == 2 and min(scores) < detector.face_detector.check_first_below
     [face] = detector.detect(image)
     assert np.linalg.norm(box_centre(face.box) - (224, 113)) < 10
-    unchecked = detect.BlazeFaceDetector()
-    unchecked.check_first_below = None   # the last crop's check alone
-    assert len(detect.KeypointDetector(face_detector=unchecked).detect(image)) == 2
+
+
+class ListedFaces(detect.BlazeFaceDetector):
+    """A face detector that finds the (score, box, angle) detections it was given."""
+
+    def __init__(self, found):
+        self.found = found
+
+    def candidates(self, gray, rotations=None):
+        return self.found
+
+
+def test_an_unsure_detection_must_pass_the_face_check_on_its_first_crop_too(monkeypatch):
+    """check_unsure reads the first crops of the detections scored below check_first_below and
+    drops those whose first crop fails the face check; sure ones are kept whatever they read."""
+    limit, below = detect.MAX_FLIP_DISAGREEMENT, detect.BlazeFaceDetector.check_first_below
+    found = [(below + 0.1, (0, 0, 40, 40), 0.0), (below - 0.05, (100, 0, 40, 40), 0.0),
+             (below - 0.05, (0, 100, 40, 40), 0.0), (below + 0.2, (100, 100, 40, 40), 0.0)]
+    first_crop_reading = {0: 2 * limit, 100: 0.5 * limit}  # by the box's x: the first two fail
+    detector = detect.KeypointDetector(face_detector=ListedFaces(found))
+
+    def read_both_ways(gray, boxes, angles):
+        disagreement = np.array([first_crop_reading[int(box[0])] if box[1] == 0 else 2 * limit
+                                 for box in boxes])
+        return disagreement, np.zeros((len(boxes), 68, 2))
+
+    monkeypatch.setattr(detector, "read_both_ways", read_both_ways)
+    boxes, _, keypoints = detector.find_faces(np.zeros((200, 200), np.uint8))
+    # Kept: the sure ones (whatever their first crop reads) and the unsure one that passed.
+    assert [tuple(box[:2]) for box in boxes] == [(0, 0), (100, 0), (100, 100)]
+    assert keypoints.shape == (3, 68, 2)
+    detector.face_detector.check_first_below = None  # no detection is unsure: no first reading
+    boxes, _, keypoints = detector.find_faces(np.zeros((200, 200), np.uint8))
+    assert len(boxes) == 4 and keypoints is None
 
 
 def test_no_face_in_a_blank_or_tiny_image():
