@@ -125,7 +125,7 @@ class BlazeFace:
         shrink = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         small = cv2.resize(gray, (w, h), interpolation=shrink)
         padded_h, padded_w = (max(INPUT_SIZE, -(-side // 16) * 16) for side in (h, w))
-        padded = np.zeros((padded_h, padded_w), np.float32)
+        padded = np.full((padded_h, padded_w), -1.0, np.float32)   # black, as MediaPipe pads
         padded[:h, :w] = small / np.float32(127.5) - 1.0   # the network's input range is [-1, 1]
         logits, regression = (out[0] for out in self.session.run(None, {"gray": padded[None, None]}))
         keep = np.nonzero(logits[:, 0] >= np.log(self.min_score / (1 - self.min_score)))[0]

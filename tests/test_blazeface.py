@@ -150,6 +150,24 @@ def test_no_face_in_a_blank_or_tiny_image():
         assert scores.shape == (0,) and boxes.shape == (0, 4) and rolls.shape == (0,)
 
 
+def test_a_level_smaller_than_the_input_is_padded_black_as_mediapipe_does():
+    """Each pyramid level is padded to the network's input (and to a multiple of 16) with black,
+    -1 in the network's range, as MediaPipe pads: mid-grey padding gave more false detections."""
+    finder, seen = blazeface.BlazeFace(), []
+    run = finder.session.run
+
+    def recording_run(outputs, feeds):
+        seen.append(feeds["gray"])
+        return run(outputs, feeds)
+
+    finder.session = type("Recording", (), {"run": staticmethod(recording_run)})()
+    finder.level(np.full((50, 100), 255, np.uint8), 1.0)
+    [gray] = seen
+    assert gray.shape == (1, 1, 128, 128)
+    assert np.all(gray[0, 0, :50, :100] == 1.0) and np.all(gray[0, 0, 50:] == -1.0)
+    assert np.all(gray[0, 0, :, 100:] == -1.0)
+
+
 def test_detections_of_one_face_merge_into_their_weighted_mean():
     scores = np.array([0.9, 0.6, 0.8])
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], dtype=float)
