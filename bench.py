@@ -67,16 +67,15 @@ from evaluate import subset_csv
 from facial_keypoints.backends import DEFAULT_MODEL, limit_threads
 from facial_keypoints.detect import KeypointDetector
 from facial_keypoints.media import (
-    SHIPPED_MODELS,
     DataError,
     OneLineParser,
     data_dir,
     data_path,
-    reserve_file_output,
     unseen_people,
     wild_dir,
     wild_val_photos,
 )
+from facial_keypoints.outputs import SHIPPED_MODELS, reserve_file_output
 from metrics import format_summary
 from models import ModelFileError
 

@@ -30,7 +30,7 @@ from functools import partial
 import cv2
 from tqdm import tqdm
 
-from facial_keypoints import detect, media, runner
+from facial_keypoints import detect, media, outputs, runner
 from facial_keypoints.backends import ConventionError, limit_threads, sha256
 from facial_keypoints.media import DataError, OneLineParser, one_line
 
@@ -193,7 +193,7 @@ def results_in_order(client, steps, plugin_name, action):
 
 
 def write_results(results, out, model, progress):
-    """Each (step, result) as JSON lines into `out` (media.JsonLinesFile) and error lines to stderr:
+    """Each (step, result) as JSON lines into `out` (outputs.JsonLinesFile) and error lines to stderr:
     (images, faces, failures)."""
     images = faces = failures = 0
     for step, result in results:
@@ -298,9 +298,9 @@ def write_json(args):
         if distributed is None:
             raise DataError(f"the cluster engine is not installed: {INSTALL} (Dask's distributed scheduler)")
         detector = detect.build_detector(args.detector)  # a bad model is one line, before any cluster
-        protected = [detector.backend_path, args.model, media.SHIPPED_MODELS]
+        protected = [detector.backend_path, args.model, outputs.SHIPPED_MODELS]
         # its records go to a temporary file, put in place of json_path only by a complete run
-        out = media.JsonLinesFile("--json", json_path, paths, protected)
+        out = outputs.JsonLinesFile("--json", json_path, paths, protected)
         steps = work(paths, args.chunk_size)
         if any(not isinstance(step, str) for step in steps):
             failures = run(args, steps, out, fingerprint(detector))

@@ -189,7 +189,8 @@ class RandomFlip:
 
 # Real-photo degradations of the crop, in the order they are applied (a camera's order: optics,
 # light, sensor, encoder; then something in front of the face), and each one's probability at
-# --photo-augment 1 (train.py): about 1.8 of them per crop, 1 crop in 9 gets none.
+# --photo-augment 1 (train.py): with all six groups about 1.8 of them per crop, 1 crop in 9 gets
+# none; with the four train.py uses (train_data.PHOTO_GROUPS_USED) about 1.1, 1 crop in 4 none.
 PHOTO_GROUPS = ("lowres", "blur", "lighting", "noise", "jpeg", "occlusion")
 PHOTO_WEIGHTS = dict(lowres=0.2, blur=0.3, lighting=0.5, noise=0.3, jpeg=0.3, occlusion=0.2)
 

@@ -43,22 +43,20 @@ from facial_keypoints.backends import BACKENDS, TWO_HEAD_CONVENTIONS, Convention
 from facial_keypoints.detect import MAX_FLIP_DISAGREEMENT, KeypointDetector
 from facial_keypoints.face_crop import keypoints_to_box, transform_points
 from facial_keypoints.media import (
-    SHIPPED_MODELS,
     DataError,
     OneLineParser,
     check_stop,
     data_dir,
     data_path,
-    holds_plot,
     identity_of,
     load_image,
     read_keypoints_csv,
-    reserve_file_output,
     stop_between_steps,
     to_gray,
     unseen_people,
     wild_source,
 )
+from facial_keypoints.outputs import SHIPPED_MODELS, holds_plot, reserve_file_output
 from metrics import format_summary, summarize
 
 SPLITS = ("test", "unseen")
@@ -112,7 +110,7 @@ def plot_format_problem(path):
 def reserve_plot(parser, args):
     """Refuse, before any work, a --plot that matplotlib cannot write, that names what the run
     reads (the CSV, the images, the dataset, the model, the shipped models), a folder, a device or
-    an existing file that is not a plot (media.holds_plot: a photo; the plot is renamed over it),
+    an existing file that is not a plot (outputs.holds_plot: a photo; the plot is renamed over it),
     or lies in a folder that cannot be written."""
     problem = plot_format_problem(args.plot)
     if problem:

@@ -72,11 +72,11 @@ from facial_keypoints.media import (
     in_wild_val_photos,
     one_line,
     read_keypoints_csv,
-    reserve_file_output,
     wild_csv,
     wild_dir,
     wild_images,
 )
+from facial_keypoints.outputs import reserve_file_output
 from metrics import nme_per_face
 from models import CONVENTIONS, ModelFileError, TwoHeadNet, blazeface_from_tflite, load_model
 

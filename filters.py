@@ -27,7 +27,8 @@ import numpy as np
 
 from facial_keypoints.detect import KeypointDetector, face_detector_for
 from facial_keypoints.face_crop import transform_points
-from facial_keypoints.media import Input, OneLineParser, Outputs
+from facial_keypoints.media import Input, OneLineParser
+from facial_keypoints.outputs import Outputs
 from facial_keypoints.runner import Action, add_input_options, check_input_options, process_video, run
 from make_overlays import DRAWINGS, draw_overlay
 

@@ -23,7 +23,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from facial_keypoints import media
+from facial_keypoints import media, outputs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 IMAGES_DIR = os.path.join(HERE, "images")
@@ -236,10 +236,10 @@ def draw_overlay(name):
 
 
 def save_overlay(overlay, folder=IMAGES_DIR):
-    """folder/<name>.png, written whole (media.write_image): a failed write leaves the old PNG."""
+    """folder/<name>.png, written whole (outputs.write_image): a failed write leaves the old PNG."""
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, overlay.name + ".png")
-    media.write_image(path, cv2.cvtColor(overlay.rgba, cv2.COLOR_RGBA2BGRA))
+    outputs.write_image(path, cv2.cvtColor(overlay.rgba, cv2.COLOR_RGBA2BGRA))
     return path
 
 

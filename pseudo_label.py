@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from dlib_baseline import DlibPipeline
 from facial_keypoints.face_crop import FLIP_PERMUTATION
-from facial_keypoints.media import DataError, OneLineParser, identity_of, inside, one_line
+from facial_keypoints.media import DataError, OneLineParser, identity_of, one_line
+from facial_keypoints.outputs import inside
 from metrics import nme_per_face
 
 # The most two readings of a face may disagree, as NME (a fraction of the outer-eye-corner

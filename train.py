@@ -56,6 +56,7 @@ from tqdm import tqdm
 import models
 from facial_keypoints import media
 from facial_keypoints.face_crop import CROP_MARGIN, CROP_SHIFT
+from facial_keypoints.outputs import SHIPPED_MODELS, holds_plot, reserve_file_output
 from metrics import nme_per_face
 from train_checkpoint import (
     RUN_OPTIONS,
@@ -422,10 +423,10 @@ def reserve_outputs(args):
     the shipped models, an existing file that is not a model (torch.save writes zip archives), a
     folder or in a folder that cannot be written; its checkpoint (load_checkpoint checks what it
     holds) and curves alike. A media.OutputError naming --out."""
-    inputs, protected = [args.data], [args.init, media.SHIPPED_MODELS]
-    media.reserve_file_output("--out", args.out, zipfile.is_zipfile, "a model file", inputs, protected)
-    media.reserve_file_output("--out", args.checkpoint, os.path.isfile, "a checkpoint", inputs, protected)
-    media.reserve_file_output("--out", curves_path(args.out), media.holds_plot, "a plot", inputs, protected)
+    inputs, protected = [args.data], [args.init, SHIPPED_MODELS]
+    reserve_file_output("--out", args.out, zipfile.is_zipfile, "a model file", inputs, protected)
+    reserve_file_output("--out", args.checkpoint, os.path.isfile, "a checkpoint", inputs, protected)
+    reserve_file_output("--out", curves_path(args.out), holds_plot, "a plot", inputs, protected)
 
 
 def kept(run):

@@ -25,7 +25,7 @@ detector, which finds a tilted head in a turned copy of the image. Each box beco
 the network was trained on (face_crop.crop_matrix), turned so that the network sees the face
 upright; all faces of an image go through the CNN as one batch (backends.py: PyTorch or
 onnxruntime), and the keypoints are mapped back to image pixels. Videos are tracked
-(tracking.py); files in and out are media.py's job.
+(tracking.py); files in are media.py's job, files out outputs.py's.
 """
 
 import os
@@ -61,9 +61,10 @@ WEIGHT_SHARE = 0.002
 # The face check: on a face, the network reads a crop and its mirror image alike; on what is no
 # face (an ear, a collar, a tie, a head seen side-on) the two readings disagree. The limit is the
 # mean |difference| in normalised crop coordinates (1 = half the crop side). Chosen on the shipped
-# model's validation people, turned and degraded, read by either head: the limit at which it keeps
-# about as few other detections as the model before it did (a model trained on blurred and noisy
-# crops reads more non-faces consistently, so its limit is tighter; docs/EXPERIMENTS.md).
+# model's validation people, turned and degraded, read by either head: about as few other
+# detections kept as with the model before it (a model trained on blurred and noisy crops reads
+# more non-faces consistently, so its limit is tighter); of the limits that do, the tighter
+# (docs/EXPERIMENTS.md).
 MAX_FLIP_DISAGREEMENT = 0.04
 # With `accurate`, the last crop of each face is cut five times, moved by these fractions of the box
 # side (x, y): the network's error differs a little from crop to crop, and the mean of five readings
@@ -207,8 +208,8 @@ class BlazeFaceDetector(FaceDetectorBase):
 
     # Detections scored below this must pass the face check on their first crop too
     # (KeypointDetector.check_unsure): on the validation people most of BlazeFace's false
-    # detections that passed the check scored below it, and none of its low-scored faces that
-    # the network read well failed the check there (docs/EXPERIMENTS.md).
+    # detections that passed the check scored below it; a higher value dropped more faces the
+    # network read well, a lower one kept more false detections (docs/EXPERIMENTS.md).
     check_first_below = 0.6
 
     def __init__(self, min_size=30, model_path=BLAZEFACE_MODEL, max_roll=5.0):

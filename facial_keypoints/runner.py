@@ -25,6 +25,7 @@ from tqdm import tqdm
 from . import media
 from .backends import BACKENDS, TWO_HEAD_CONVENTIONS, ConventionError, limit_threads
 from .media import DataError
+from .outputs import SHIPPED_MODELS, Outputs, VideoWriter, write_image
 from .tracking import FaceTracker
 
 MAX_WORKERS = 8  # past this, workers mostly wait for the disk and each holds its own model
@@ -54,7 +55,7 @@ def image_result(detector, item, out_path, action):
     if action.need_faces and not faces:
         raise DataError(f"{item.name}: no face found")
     if out_path is not None:
-        media.write_image(out_path, action.draw(image, faces))
+        write_image(out_path, action.draw(image, faces))
     return media.image_record(item.name, image.shape, faces, detector.convention), len(faces)
 
 
@@ -62,7 +63,7 @@ def process_video(detector, outputs, item, action, detect_every=10, smooth=True)
     """Track faces through a video file or camera; one JSON record per frame. Returns the line to
     print and the number of frames with a face. Ctrl-C (or SIGTERM) stops a camera (the normal way
     to end it) and ends the whole run on a file; the frames written so far are kept, as a whole
-    video (media.VideoWriter)."""
+    video (VideoWriter)."""
     video = item.video()
     tracker = FaceTracker(detector, fps=video.fps, detect_every=detect_every, smooth=smooth)
     try:
@@ -70,7 +71,7 @@ def process_video(detector, outputs, item, action, detect_every=10, smooth=True)
             raise DataError(f"{item.name}: its frames are {video.width} x {video.height} pixels, "
                             f"too small for a face or a video")
         out_path = outputs.path_for(item.out_name, ".mp4", action.suffix)
-        writer = media.VideoWriter(out_path, video.fps, video.width, video.height)
+        writer = VideoWriter(out_path, video.fps, video.width, video.height)
     except DataError:
         video.close()
         raise
@@ -123,7 +124,7 @@ def start_worker(make_detector):
     """In each worker: one thread (the workers share the cores), Ctrl-C left to the main process
     (which stops the pool at the next input), then the worker's own detector. SIGTERM keeps its
     default, so that shutting the pool down ends the workers; one ended inside a write leaves no
-    file under the output's name (media.write_image writes beside it, then renames)."""
+    file under the output's name (write_image writes beside it, then renames)."""
     global _worker_detector
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     limit_threads(1)
@@ -292,14 +293,14 @@ def run(args, make_detector, action, json_path=None):
     """Load, then process every input; the exit status (1 if any input failed, 2 for a --convention
     the model has no head for, 130 on Ctrl-C or SIGTERM). detect.py and filters.py both end here.
     `make_detector` is picklable when --workers is above 1 (each worker calls it). Every output
-    path is checked before the first input is read (media.Outputs). Ctrl-C and SIGTERM stop the
+    path is checked before the first input is read (Outputs). Ctrl-C and SIGTERM stop the
     run between inputs and video frames (media.stop_between_steps): the worker pool is shut down,
     and every file written is whole."""
     with media.stop_between_steps():
         try:
             detector = make_detector()  # here too: a bad model file is one error line, before any worker
-            protected = [detector.backend_path, args.model, media.SHIPPED_MODELS]
-            outputs = media.Outputs(args.out, json_path, args.inputs, protected)
+            protected = [detector.backend_path, args.model, SHIPPED_MODELS]
+            outputs = Outputs(args.out, json_path, args.inputs, protected)
         except ConventionError as error:  # the option is at fault, not the model: as the parser's errors
             print(f"{action.program}: {error}", file=sys.stderr)
             return 2

@@ -96,14 +96,14 @@ def test_a_large_photo_is_searched_at_most_max_side_pixels_across(face):
 
 @pytest.mark.parametrize("as_jpeg", [False, True])
 def test_the_astronauts_neck_ring_is_not_a_face(as_jpeg):
-    """BlazeFace takes the astronaut's neck ring for a face, with a low score; the face check
-    drops it. Only the astronaut's face comes out."""
+    """BlazeFace takes the astronaut's neck ring for a face too; the face check drops it. Only the
+    astronaut's face comes out."""
     image = data.astronaut()
     if as_jpeg:
         image = cv2.imdecode(cv2.imencode(".jpg", image)[1], cv2.IMREAD_UNCHANGED)
     detector = detect.KeypointDetector()
     scores, _, _ = detector.face_detector.network(media.to_gray(image))
-    assert len(scores) == 2 and min(scores) < detector.face_detector.check_first_below
+    assert len(scores) == 2
     [face] = detector.detect(image)
     assert np.linalg.norm(box_centre(face.box) - (224, 113)) < 10
 
@@ -118,36 +118,36 @@ class ListedFaces(detect.BlazeFaceDetector):
         return self.found
 
 
-def test_an_unsure_detection_must_pass_the_face_check_on_its_first_crop_too(monkeypatch):
+@pytest.mark.parametrize("limit", [detect.MAX_FLIP_DISAGREEMENT, 0.2])
+def test_an_unsure_detection_must_pass_the_face_check_on_its_first_crop_too(monkeypatch, limit):
     """check_unsure reads the first crops of the detections scored below check_first_below and
-    drops those whose first crop fails the face check; sure ones are kept whatever they read."""
-    limit, below = detect.MAX_FLIP_DISAGREEMENT, detect.BlazeFaceDetector.check_first_below
-    found = [(below + 0.1, (0, 0, 40, 40), 0.0), (below - 0.05, (100, 0, 40, 40), 0.0),
-             (below - 0.05, (0, 100, 40, 40), 0.0), (below + 0.2, (100, 100, 40, 40), 0.0)]
-    first_crop_reading = {0: 2 * limit, 100: 0.5 * limit}  # by the box's x: the first two fail
-    detector = detect.KeypointDetector(face_detector=ListedFaces(found))
+    drops those whose first crop fails the detector's face check (a reading at the limit passes);
+    sure ones are kept whatever they read, each with its own keypoints."""
+    below = detect.BlazeFaceDetector.check_first_below
+    sure, unsure = below + 0.1, below - 0.05
+    # box origin -> (score, its first crop's flip disagreement)
+    listed = {(0, 0): (sure, 2 * limit), (100, 0): (unsure, limit), (0, 100): (unsure, 1.01 * limit),
+              (100, 100): (sure, 0.5 * limit), (200, 0): (unsure, 0.5 * limit)}
+    found = [(score, (x, y, 40, 40), 0.0) for (x, y), (score, _) in listed.items()]
+    detector = detect.KeypointDetector(face_detector=ListedFaces(found), max_disagreement=limit)
 
     def read_both_ways(gray, boxes, angles):
-        disagreement = np.array([first_crop_reading[int(box[0])] if box[1] == 0 else 2 * limit
-                                 for box in boxes])
-        return disagreement, np.zeros((len(boxes), 68, 2))
+        origins = [tuple(int(v) for v in box[:2]) for box in boxes]
+        keypoints = np.stack([np.full((68, 2), x + y / 1000) for x, y in origins])
+        return np.array([listed[origin][1] for origin in origins]), keypoints
 
     monkeypatch.setattr(detector, "read_both_ways", read_both_ways)
-    boxes, _, keypoints = detector.find_faces(np.zeros((200, 200), np.uint8))
-    # Kept: the sure ones (whatever their first crop reads) and the unsure one that passed.
-    assert [tuple(box[:2]) for box in boxes] == [(0, 0), (100, 0), (100, 100)]
-    assert keypoints.shape == (3, 68, 2)
-    detector.face_detector.check_first_below = None  # no detection is unsure: no first reading
-    boxes, _, keypoints = detector.find_faces(np.zeros((200, 200), np.uint8))
-    assert len(boxes) == 4 and keypoints is None
-
-
-def test_no_face_in_a_blank_or_tiny_image():
-    finder = blazeface.BlazeFace()
-    for gray in (np.full((240, 320), 90, np.uint8), np.tile(np.arange(200, dtype=np.uint8), (150, 1)),
-                 np.zeros((5, 7), np.uint8)):
-        scores, boxes, rolls = finder(gray)
-        assert scores.shape == (0,) and boxes.shape == (0, 4) and rolls.shape == (0,)
+    gray = np.zeros((300, 300), np.uint8)
+    boxes, _, keypoints = detector.find_faces(gray)
+    kept = [(0, 0), (100, 0), (100, 100), (200, 0)]  # (0, 100) is unsure and failed
+    assert [tuple(box[:2]) for box in boxes] == kept
+    np.testing.assert_array_equal(keypoints[:, 0, 0], [x + y / 1000 for x, y in kept])
+    # Without a face check (no flip averaging, or no limit) nothing is read twice or dropped.
+    for unchecked in (detect.KeypointDetector(face_detector=ListedFaces(found), flip_average=False),
+                      detect.KeypointDetector(face_detector=ListedFaces(found), max_disagreement=None)):
+        monkeypatch.setattr(unchecked, "read_both_ways", read_both_ways)
+        boxes, _, keypoints = unchecked.find_faces(gray)
+        assert len(boxes) == 5 and keypoints is None
 
 
 def test_a_level_smaller_than_the_input_is_padded_black_as_mediapipe_does():

@@ -14,6 +14,7 @@ from skimage import data
 
 from facial_keypoints import detect, face_crop, media, tracking
 from facial_keypoints.media import data_path, load_image, read_keypoints_csv
+from facial_keypoints.outputs import Outputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DETECT_PY = os.path.join(ROOT, "detect.py")
@@ -293,7 +294,7 @@ def test_outputs_never_overwrite_an_input(tmp_path):
     (tmp_path / "photos").mkdir()
     for name in ("a.png", "photos/b.png"):
         write_rgb(tmp_path / name, np.zeros((8, 8, 3), np.uint8))
-    outputs = media.Outputs(str(tmp_path), inputs=[str(tmp_path / "a.png"), str(tmp_path / "photos")])
+    outputs = Outputs(str(tmp_path), inputs=[str(tmp_path / "a.png"), str(tmp_path / "photos")])
     first, second = outputs.path_for("a.png"), outputs.path_for("a.png")
     assert len({first, second, str(tmp_path / "a.png")}) == 3
     assert os.path.dirname(first) == str(tmp_path)

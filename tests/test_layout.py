@@ -14,8 +14,9 @@ PACKAGE = "facial_keypoints"
 # train_data (the faces a run trains and validates on) and train_checkpoint (its checkpoint): jobs
 # of train.py's, below the inference pipeline (blazeface, backends, tracking, runner, detect), which
 # NOT_FOR_TRAINING keeps them from importing.
-LAYERS = ["facial_keypoints.face_crop", "facial_keypoints.media", "models", "metrics", "degradations",
-          "make_overlays", "data_load", "train_data", "train_checkpoint", "facial_keypoints.backends",
+LAYERS = ["facial_keypoints.face_crop", "facial_keypoints.media", "facial_keypoints.outputs", "models",
+          "metrics", "degradations", "make_overlays", "data_load", "train_data", "train_checkpoint",
+          "facial_keypoints.backends",
           "facial_keypoints.blazeface", "facial_keypoints.tracking", "facial_keypoints.runner",
           "facial_keypoints.detect", "facial_keypoints", "facial_keypoints.__main__", "detect", "train",
           "evaluate", "export", "filters", "cluster", "jitter", "get_data", "dlib_baseline", "pseudo_label",

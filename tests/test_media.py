@@ -1,4 +1,4 @@
-"""media.py: images come in upright (EXIF), huge images are refused before decoding, CSVs are
+"""media.py and outputs.py: images come in upright (EXIF), huge images are refused before decoding, CSVs are
 checked cell by cell, and no command ever writes over one of its inputs."""
 
 import hashlib
@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageOps
 from skimage import data
 
-from facial_keypoints import media
+from facial_keypoints import media, outputs
 from facial_keypoints.media import DataError, load_image, read_keypoints_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -137,7 +137,7 @@ def test_csv_cells_are_checked_and_a_headerless_csv_keeps_its_first_row(tmp_path
 
 
 # ---------------------------------------------------------------------------------------------
-# Outputs never overwrite inputs: the four cases that lost data before media.Outputs.
+# Outputs never overwrite inputs: the four cases that lost data before outputs.Outputs.
 
 def face_image(path):
     cv2.imwrite(str(path), cv2.cvtColor(cv2.resize(data.astronaut(), (200, 200)), cv2.COLOR_RGB2BGR))
@@ -181,7 +181,7 @@ def test_export_refuses_to_write_over_its_own_model(tmp_path):
     model.write_bytes(open(shipped, "rb").read())
     before = sha256(model)
     result = run_script("export.py", "--model", "m.pt", "--out", "m.pt", cwd=tmp_path)
-    lines = result.stderr.splitlines()  # the wording is media.reserve_output's
+    lines = result.stderr.splitlines()  # the wording is outputs.reserve_output's
     assert result.returncode == 2 and len(lines) == 1 and "--out m.pt" in lines[0], result.stderr
     assert sha256(model) == before
 
@@ -189,7 +189,7 @@ def test_export_refuses_to_write_over_its_own_model(tmp_path):
 def test_outputs_refuse_an_out_folder_that_is_a_file(tmp_path):
     (tmp_path / "taken").write_text("a file")
     with pytest.raises(DataError, match="taken: is a file"):
-        media.Outputs(str(tmp_path / "taken"))
+        outputs.Outputs(str(tmp_path / "taken"))
 
 
 def test_ctrl_c_and_sigterm_are_noted_and_raised_between_steps():
@@ -214,14 +214,14 @@ def test_json_never_replaces_a_file_that_is_not_json_lines(tmp_path):
     model = tmp_path / "keypoints_model.pt"
     model.write_bytes(b"PK\x03\x04 not json at all")
     with pytest.raises(media.DataError, match="not a JSON Lines file"):
-        media.Outputs(str(tmp_path / "out"), str(model))
+        outputs.Outputs(str(tmp_path / "out"), str(model))
     assert model.read_bytes() == b"PK\x03\x04 not json at all"
     earlier = tmp_path / "faces.jsonl"
     earlier.write_text('{"image": "a.jpg", "faces": []}\n')
     for path in (earlier, tmp_path / "empty.jsonl", tmp_path / "new.jsonl"):
         if path.name == "empty.jsonl":
             path.write_text("")
-        media.Outputs(str(tmp_path / "out"), str(path)).close()
+        outputs.Outputs(str(tmp_path / "out"), str(path)).close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,7 +236,7 @@ def test_reserve_output_refuses_inputs_protected_files_and_images_by_name(tmp_pa
         (dict(path=photos / "k.jsonl", inputs=[str(photos)]), "is inside the input folder"),
         (dict(path=model, inputs=[str(model)]), "is one of the inputs"),
         (dict(path=model, protected=[str(model)]), "which this run must leave as it is"),
-        (dict(path=os.path.join(media.SHIPPED_MODELS, "new.jsonl"), protected=[media.SHIPPED_MODELS]),
+        (dict(path=os.path.join(outputs.SHIPPED_MODELS, "new.jsonl"), protected=[outputs.SHIPPED_MODELS]),
          "saved_models, which this run must leave as it is"),
         (dict(path=tmp_path / "out" / "face.png", json_lines=True), "a name for an image or a video"),
         (dict(path=model, json_lines=True), "not a JSON Lines file"),
@@ -246,14 +246,14 @@ def test_reserve_output_refuses_inputs_protected_files_and_images_by_name(tmp_pa
     for arguments, message in refusals:
         arguments["path"] = str(arguments["path"])
         with pytest.raises(media.OutputError, match=message) as error:
-            media.reserve_output("--json", **arguments)
+            outputs.reserve_output("--json", **arguments)
         assert str(error.value).startswith(f"--json {arguments['path']}") and "\n" not in str(error.value)
-    assert not os.path.exists(os.path.join(media.SHIPPED_MODELS, "new.jsonl"))
+    assert not os.path.exists(os.path.join(outputs.SHIPPED_MODELS, "new.jsonl"))
     assert model.read_bytes() == b"weights"
     ok = str(tmp_path / "new" / "k.jsonl")
-    assert media.reserve_output("--json", ok, inputs=[str(photos), 0, None], protected=[str(model)],
+    assert outputs.reserve_output("--json", ok, inputs=[str(photos), 0, None], protected=[str(model)],
                                 json_lines=True) == ok
-    assert media.reserve_output("--json", "/dev/null", json_lines=True) == "/dev/null"
+    assert outputs.reserve_output("--json", "/dev/null", json_lines=True) == "/dev/null"
 
 
 def test_json_lines_replace_the_target_whole_at_close_and_keep_it_on_a_stop(tmp_path):
@@ -263,7 +263,7 @@ def test_json_lines_replace_the_target_whole_at_close_and_keep_it_on_a_stop(tmp_
     target.write_text('{"image": "old.jpg", "faces": []}\n')
     os.chmod(target, 0o644)
     before = target.read_bytes()
-    out = media.JsonLinesFile("--json", str(target))
+    out = outputs.JsonLinesFile("--json", str(target))
     out.write({"image": "new.jpg", "faces": []})
     assert target.read_bytes() == before
     os.write(out.fd, b'{"image": "cut sho')  # a record a full disk cut short: never counted whole
@@ -272,22 +272,22 @@ def test_json_lines_replace_the_target_whole_at_close_and_keep_it_on_a_stop(tmp_
     assert oct(target.stat().st_mode & 0o777) == "0o644"
     assert [p.name for p in tmp_path.iterdir()] == ["k.jsonl"]
 
-    unstarted = media.JsonLinesFile("--json", str(target))
+    unstarted = outputs.JsonLinesFile("--json", str(target))
     unstarted.write({"image": "never.jpg", "faces": []})
     unstarted.close(keep=False)
-    fresh = media.JsonLinesFile("--json", str(tmp_path / "fresh.jsonl"))
+    fresh = outputs.JsonLinesFile("--json", str(tmp_path / "fresh.jsonl"))
     fresh.close(keep=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.jsonl"]
 
 
 def test_a_second_run_on_the_same_json_lines_file_is_refused(tmp_path):
     target = str(tmp_path / "k.jsonl")
-    first = media.JsonLinesFile("--json", target)
+    first = outputs.JsonLinesFile("--json", target)
     with pytest.raises(media.OutputError, match="another run is writing this file"):
-        media.JsonLinesFile("--json", target)
+        outputs.JsonLinesFile("--json", target)
     first.write({"image": "a.jpg", "faces": []})
     first.close()
-    second = media.JsonLinesFile("--json", target)  # the lock went with the first run
+    second = outputs.JsonLinesFile("--json", target)  # the lock went with the first run
     second.close()
     assert open(target).read() == ""
 
@@ -295,22 +295,22 @@ def test_a_second_run_on_the_same_json_lines_file_is_refused(tmp_path):
 def test_write_image_blames_a_too_long_name_on_its_input_and_leaves_nothing(tmp_path):
     image = np.zeros((8, 8, 3), np.uint8)
     with pytest.raises(DataError, match="file name too long") as error:
-        media.write_image(str(tmp_path / ("n" * 300 + ".png")), image)
+        outputs.write_image(str(tmp_path / ("n" * 300 + ".png")), image)
     assert not isinstance(error.value, media.OutputError)  # the run goes on with the next input
-    media.write_image(str(tmp_path / "ok.png"), image)
+    outputs.write_image(str(tmp_path / "ok.png"), image)
     assert cv2.imread(str(tmp_path / "ok.png")).shape == (8, 8, 3)
     assert os.listdir(tmp_path) == ["ok.png"]
 
 
 def test_a_video_is_under_its_name_only_once_whole(tmp_path):
     path = tmp_path / "clip.mp4"
-    writer = media.VideoWriter(str(path), 10, 32, 24)
+    writer = outputs.VideoWriter(str(path), 10, 32, 24)
     for _ in range(3):
         writer.write(np.zeros((24, 32, 3), np.uint8))
     assert not path.exists()
     writer.close()
     assert media.readable_video(str(path)) and os.listdir(tmp_path) == ["clip.mp4"]
-    empty = media.VideoWriter(str(tmp_path / "empty.mp4"), 10, 32, 24)
+    empty = outputs.VideoWriter(str(tmp_path / "empty.mp4"), 10, 32, 24)
     empty.close()  # nothing written: no file
     assert os.listdir(tmp_path) == ["clip.mp4"]
 
@@ -360,7 +360,7 @@ def test_a_second_signal_interrupts_at_once():
 
 def test_json_lines_take_a_name_as_long_as_the_file_system_allows(tmp_path):
     target = tmp_path / ("k" * 244 + ".jsonl")  # 250 characters: legal (255), too long with mkstemp's 14 more
-    out = media.JsonLinesFile("--json", str(target))
+    out = outputs.JsonLinesFile("--json", str(target))
     out.write({"image": "a.jpg", "faces": []})
     out.close()
     assert target.read_text() == '{"image": "a.jpg", "faces": []}\n'
@@ -371,7 +371,7 @@ def test_holds_plot_tells_matplotlib_files_from_photos(tmp_path):
     from matplotlib.figure import Figure
     for ext in ("png", "pdf", "svg"):
         Figure(figsize=(1, 1)).savefig(tmp_path / f"plot.{ext}")
-        assert media.holds_plot(str(tmp_path / f"plot.{ext}")), ext
+        assert outputs.holds_plot(str(tmp_path / f"plot.{ext}")), ext
     cv2.imwrite(str(tmp_path / "photo.png"), data.astronaut()[:64, :64])
-    assert not media.holds_plot(str(tmp_path / "photo.png"))
-    assert not media.holds_plot(str(tmp_path / "absent.png"))
+    assert not outputs.holds_plot(str(tmp_path / "photo.png"))
+    assert not outputs.holds_plot(str(tmp_path / "absent.png"))

@@ -163,9 +163,13 @@ def test_the_shipped_recipe_is_the_docstring_s():
     shipped = [shlex.split(command) for command in meta["command_history"]]
     assert [without_paths(c) for c in training] == [without_paths(c) for c in shipped]
     assert shipped[-1] == shlex.split(meta["command"])
+    outs = [command[command.index("--out") + 1] for command in training]
+    inits = [command[command.index("--init") + 1] for command in training[1:]]
+    assert inits == outs[:-1]  # each run starts from the one before it
     args = train.parse_args(training[-1][2:])
     assert args.epochs == meta["epochs"] and train.parse_args(training[0][2:]).arch == meta["arch"]
     assert {"course", "lfw", "lfpw", "helen", "afw"} == set(meta["trained_on"])
+    assert "non-commercial" in meta["data_terms"]
 
 
 def test_photo_augment_is_checked_and_reaches_the_training_set_only(tiny_data, capsys):
