@@ -4,13 +4,10 @@
     python train.py --resume                         # continue an interrupted run
     python train.py --init saved_models/course_model.pt --lr 1e-3 --out mine.pt   # fine-tune
 
-The shipped model (then copied to facial_keypoints/saved_models/) is one run of the two-head
-network on the course data and an in-the-wild set: fkp-wild's 300-W faces and LFW faces that
-dlib's model labelled (pseudo_label.py), in ./data-wild, then a short fine-tune of that run with
-real-photo degradations (--photo-augment: blurred, noisy, low-resolution and JPEG crops), which
-makes it read blurred faces far better for a little clean accuracy: the shipped weights are this
-recipe's runs on a 2-core CPU, then `python export.py`. The LFW faces of the course people a run
-holds out stay out (train_data.build_wild_datasets). In ./data-wild:
+The shipped model (copied to facial_keypoints/saved_models/, then `python export.py`) is this
+recipe's runs on a 2-core CPU: the two-head network on the course data, fkp-wild's 300-W faces and
+LFW faces dlib's model labelled (pseudo_label.py; the held-out course people's stay out), then a
+short fine-tune on degraded crops (--photo-augment) to read blurred faces better. In ./data-wild:
 
     python pseudo_label.py ../shared/lfw --out outputs/lfw-pts
     cp -r ../shared/fkp-wild data-wild
@@ -26,7 +23,6 @@ and a PNG of the curves. Nothing good is replaced by something bad: options, out
 checkpoint are checked before the data is loaded; a non-finite loss, weight or validation NME stops
 the run before it is saved; a new run refuses to overwrite an unfinished run's checkpoint; Ctrl-C
 prints the command that resumes the run. Each such problem is one line on stderr, no traceback.
-
 A resumed run takes the options that define it (RUN_OPTIONS) and the random generators from its
 checkpoint, so it ends with the weights of a run never interrupted; only --epochs may change.
 

@@ -63,3 +63,9 @@ def test_a_module_imports_only_modules_below_it(module):
         assert project_imports(module) - {"models"} <= INFERENCE, project_imports(module)
     if module in TRAINING:
         assert not project_imports(module) & NOT_FOR_TRAINING
+
+
+def test_no_script_or_module_over_600_lines():
+    """A newcomer reads a file whole: every module of the project stays under 600 lines."""
+    lengths = {module: sum(1 for _ in open(path_of(module), encoding="utf-8")) for module in LAYERS}
+    assert {module: n for module, n in lengths.items() if n > 600} == {}
