@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from .backends import check_model_file, onnx_session
-from .face_crop import box_for_crop_centre
+from .face_crop import box_for_crop_centre, line_roll
 from .media import DataError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -139,12 +139,11 @@ class BlazeFace:
         """(scores (N,), boxes (N, 4) x, y, w, h, rolls (N,) degrees) of the faces in a gray
         image. A box is the one the Haar cascade would draw on that face (BOX_SCALE, BOX_DROP),
         so the crops are those the keypoint network was trained on; a roll is the eye line's
-        angle as face_crop.eye_roll measures it (0 level, positive clockwise on screen)."""
+        angle as face_crop.line_roll measures it (0 level, positive clockwise on screen)."""
         levels = [self.level(gray, scale) for scale in self.scales(*gray.shape[:2])]
         found = (np.concatenate(column) for column in zip(*levels, strict=True))
         scores, boxes, points = weighted_nms(*found)
-        eye_line = points[:, 1] - points[:, 0]   # MediaPipe's point 0 is the eye on the image's left
-        rolls = np.degrees(np.arctan2(eye_line[:, 1], eye_line[:, 0]))
+        rolls = line_roll(points[:, 0], points[:, 1])   # MediaPipe's point 0 is the eye on the image's left
         sides = ((boxes[:, 2] - boxes[:, 0]) + (boxes[:, 3] - boxes[:, 1])) / 2
         down = np.stack([-np.sin(np.radians(rolls)), np.cos(np.radians(rolls))], axis=1)
         centres = (boxes[:, :2] + boxes[:, 2:]) / 2 + BOX_DROP * sides[:, None] * down

@@ -49,6 +49,7 @@ from .face_crop import (
     denormalize_keypoints,
     invert_matrix,
     transform_points,
+    turn_beyond,
     upright_box,
     warp_face,
 )
@@ -219,7 +220,7 @@ class BlazeFaceDetector(FaceDetectorBase):
         """Every face BlazeFace found, as (score, box, angle); `rotations` is ignored: the network
         finds tilted faces itself."""
         scores, boxes, rolls = self.network(gray)
-        angles = rolls - np.clip(rolls, -self.max_roll, self.max_roll)
+        angles = turn_beyond(rolls, self.max_roll)
         return [(float(s), box, float(a)) for s, box, a in zip(scores, boxes, angles, strict=True)]
 
 
@@ -472,33 +473,32 @@ def parse_args(argv=None):
                              "so more false faces)")
     args = parser.parse_args(argv)
     runner.check_input_options(parser, args)
-    haar_options = [f"--{name.replace('_', '-')}" for name in ("scale_factor", "min_neighbors")
-                    if getattr(args, name) is not None]
+    haar_values = (("--scale-factor", args.scale_factor), ("--min-neighbors", args.min_neighbors))
+    haar_options = [option for option, value in haar_values if value is not None]
     if haar_options and args.face_detector != "haar":
         parser.error(f"{' and '.join(haar_options)}: for --face-detector haar (BlazeFace has no such "
                      "setting)")
-    args.scale_factor = 1.2 if args.scale_factor is None else args.scale_factor
-    args.min_neighbors = 2 if args.min_neighbors is None else args.min_neighbors
-    if not (1 < args.scale_factor < 10):  # also refuses nan
+    if args.scale_factor is not None and not (1 < args.scale_factor < 10):  # also refuses nan
         parser.error(f"--scale-factor {args.scale_factor}: must be a number above 1 (e.g. 1.1 or 1.2)")
-    if args.min_neighbors < 0 or args.min_size < 1:
+    if (args.min_neighbors is not None and args.min_neighbors < 0) or args.min_size < 1:
         parser.error("--min-neighbors must be >= 0 and --min-size >= 1")
     return args
 
 
-def face_detector_for(name, upright_only=False, min_size=30, scale_factor=1.2, min_neighbors=2):
-    """The face detector runner's --face-detector names: "blazeface" or "haar" (with its options)."""
+def face_detector_for(name, upright_only=False, min_size=30, **cascade_options):
+    """The face detector runner's --face-detector names: "blazeface" or "haar", with its options
+    (FaceDetector's scale_factor and min_neighbors; None, or not given: the cascade's default)."""
     if name == "blazeface":
         return BlazeFaceDetector(min_size)
-    return FaceDetector(scale_factor, min_neighbors, min_size,
-                        rotations=() if upright_only else FaceDetector.ROTATIONS)
+    given = {option: value for option, value in cascade_options.items() if value is not None}
+    return FaceDetector(min_size=min_size, rotations=() if upright_only else FaceDetector.ROTATIONS, **given)
 
 
 def build_detector(args):
     """The detector the command-line options ask for (a module-level function: each --workers
     process builds its own from the same options)."""
     face_detector = face_detector_for(args.face_detector, args.upright_only, args.min_size,
-                                      args.scale_factor, args.min_neighbors)
+                                      scale_factor=args.scale_factor, min_neighbors=args.min_neighbors)
     return KeypointDetector(args.model, face_detector, flip_average=not args.no_flip, backend=args.backend,
                             accurate=args.accurate, convention=args.convention)
 

@@ -153,10 +153,22 @@ def box_moved(old, new):
 
 def eye_roll(keypoints):
     """The face's roll in degrees: the angle of the line from the eye of points 36-41 (the one on
-    the image's left when the face is upright) to the other (42-47), in image coordinates (y down):
-    0 for level eyes, positive when the face is turned clockwise on screen, +-180 upside down."""
-    left, right = keypoints[36:42].mean(0), keypoints[42:48].mean(0)
-    return float(np.degrees(np.arctan2(right[1] - left[1], right[0] - left[0])))
+    the image's left when the face is upright) to the other (42-47), line_roll."""
+    return float(line_roll(keypoints[36:42].mean(0), keypoints[42:48].mean(0)))
+
+
+def line_roll(left, right):
+    """Degrees of the line from `left` to `right` ((..., 2) arrays: one eye, then the other), in
+    image coordinates (y down): 0 for level eyes, positive when the face is turned clockwise on
+    screen, +-180 upside down."""
+    dx, dy = np.moveaxis(np.asarray(right) - left, -1, 0)
+    return np.degrees(np.arctan2(dy, dx))
+
+
+def turn_beyond(roll, max_roll):
+    """The angle a face's crop is turned by: its roll beyond +-max_roll (0 within it), so faces
+    within a few degrees of level are cropped as they are."""
+    return roll - np.clip(roll, -max_roll, max_roll)
 
 
 def angle_between(a, b):
@@ -182,8 +194,7 @@ def upright_box(keypoints, max_roll=5.0):
     crops the network saw most of in training, where a full turn measured slightly worse), and
     beyond that turned just far enough: continuous in the roll (except at +-180 degrees, where the
     residual flips from +max_roll to -max_roll), so tracked faces do not jump at a threshold."""
-    roll = eye_roll(keypoints)
-    angle = roll - float(np.clip(roll, -max_roll, max_roll))
+    angle = float(turn_beyond(eye_roll(keypoints), max_roll))
     if angle == 0:
         return keypoints_to_box(keypoints), 0.0
     pivot = (keypoints.min(0) + keypoints.max(0)) / 2
